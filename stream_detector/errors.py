@@ -7,7 +7,7 @@ class StreamDetectorError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
-class BadRecord(StreamDetectorError):  # noqa: N818 - the name says what the record is
+class BadRecord(StreamDetectorError):
     """A telemetry record that cannot be scored; `reason` is a stable snake_case code."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

@@ -50,7 +50,9 @@ class TelemetryRecord(_Record):
 
     def steps(self) -> np.ndarray:
         """The values as a float32 array of shape (steps, features)."""
-        return np.asarray(self.values, dtype=np.float32)
+        # Overflow to inf is expected for huge inputs and reported as non_finite by the caller.
+        with np.errstate(over="ignore"):
+            return np.asarray(self.values, dtype=np.float32)
 
 
 class ParsedTelemetry(BaseModel):
@@ -165,7 +167,7 @@ class AlertRecord(_Record):
     last_ts: float
     score: float
     peak_score: float
-    threshold: float
+    threshold: float | None
     threshold_kind: str
     model: ModelInfo
     detected_at: float

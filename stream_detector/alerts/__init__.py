@@ -1,0 +1,1 @@
+"""Anomaly episodes: from per-window decisions to open / update / resolve events."""

@@ -1,0 +1,242 @@
+"""The `stream-detector` command: thin commands that parse, call and print."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stream_detector import __version__
+from stream_detector.errors import ConfigError, StreamDetectorError
+from stream_detector.logging import configure_logging
+from stream_detector.settings import Settings, load_settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="stream-detector")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Streaming anomaly detection for spacecraft telemetry.
+
+    Settings come from SD_* environment variables (sections joined by `__`, e.g.
+    SD_KAFKA__BOOTSTRAP_SERVERS) and a .env file; `stream-detector config` shows them.
+    """
+    ctx.ensure_object(dict)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx.obj["settings"] = settings
+    configure_logging(settings.logging.level, settings.logging.format)
+
+
+@main.command()
+@click.pass_context
+def config(ctx: click.Context) -> None:
+    """Print the effective settings as JSON (secrets masked)."""
+    click.echo(json.dumps(_settings(ctx).masked(), indent=2, default=str))
+
+
+@main.command()
+@click.option(
+    "--max-seconds", type=float, default=None, help="Stop after this long (tests, demos)."
+)
+@click.pass_context
+def run(ctx: click.Context, max_seconds: float | None) -> None:
+    """Run the detector daemon until SIGTERM/SIGINT: Kafka in, alerts out.
+
+    On SIGTERM it scores what it holds, publishes, commits and exits 0.
+    """
+    from stream_detector.app import build_daemon
+
+    settings = _settings(ctx)
+    try:
+        daemon = build_daemon(settings)
+    except StreamDetectorError as exc:
+        raise click.ClickException(str(exc)) from None
+    daemon.install_signal_handlers()
+    daemon.run(max_seconds=max_seconds)
+
+
+@main.command()
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    required=True,
+    help="Channel id to train on (repeatable), e.g. --channel A-1.",
+)
+@click.option("--model", "kind", default="lstm_ae", show_default=True, help="Detector kind.")
+@click.option("--window", type=int, default=100, show_default=True, help="Window length W.")
+@click.option(
+    "--stride", type=int, default=1, show_default=True, help="Serve a window every S steps."
+)
+@click.option(
+    "--train-stride",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Stride between training windows (raise it to train faster).",
+)
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option(
+    "--patience",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Early stopping patience (epochs without a better validation loss).",
+)
+@click.option(
+    "--hp",
+    "hyper",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Model hyperparameter, e.g. --hp hidden1=64 (repeatable).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="SMAP/MSL folder [default: SD_DATA__ROOT].",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint path [default: SD_MODEL__CHECKPOINT].",
+)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.pass_context
+def train(
+    ctx: click.Context,
+    channels: tuple[str, ...],
+    kind: str,
+    window: int,
+    stride: int,
+    train_stride: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int,
+    hyper: tuple[str, ...],
+    seed: int,
+    data_root: Path | None,
+    out: Path | None,
+    no_progress: bool,
+) -> None:
+    """Train a detector on the train split of SMAP/MSL channels and save one checkpoint."""
+    from stream_detector.models.base import FitConfig
+    from stream_detector.training.checkpoint import save_checkpoint
+    from stream_detector.training.trainer import train_on_dataset
+
+    settings = _settings(ctx)
+    root = data_root or settings.data.root
+    target = out or settings.model.checkpoint
+    hyperparameters = dict(_parse_hp(item) for item in hyper)
+    fit = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed)
+    started = time.perf_counter()
+    try:
+        ckpt = train_on_dataset(
+            root,
+            list(channels),
+            kind,
+            window=window,
+            stride=stride,
+            train_stride=train_stride,
+            hyperparameters=hyperparameters,
+            fit_config=fit,
+            progress=not no_progress,
+        )
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(ckpt, target)
+    cal = ckpt.calibration
+    click.echo(
+        f"saved {target}  model={kind} version={ckpt.model_version} channels={','.join(channels)} "
+        f"window={window} train-score p50={cal.quantiles.get('p50', float('nan')):.4g} "
+        f"p99={cal.quantiles.get('p99', float('nan')):.4g}  "
+        f"({time.perf_counter() - started:.1f}s)"
+    )
+
+
+def _parse_hp(item: str) -> tuple[str, Any]:
+    name, sep, raw = item.partition("=")
+    if not sep or not name:
+        raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--hp")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+@main.group()
+def alerts() -> None:
+    """Read the alerts topic."""
+
+
+@alerts.command("tail")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest alert, not the newest.")
+@click.option("--channel", "channels", multiple=True, help="Only these channels (repeatable).")
+@click.option("--max", "max_alerts", type=int, default=None, help="Exit after N alerts.")
+@click.option(
+    "--timeout", type=float, default=None, help="Exit after this many seconds without a new alert."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw alert records (JSON lines).")
+@click.pass_context
+def alerts_tail(
+    ctx: click.Context,
+    from_beginning: bool,
+    channels: tuple[str, ...],
+    max_alerts: int | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Print alerts as they arrive."""
+    from stream_detector.alert_tail import tail_alerts
+
+    settings = _settings(ctx)
+    for alert in tail_alerts(
+        settings.kafka,
+        from_beginning=from_beginning,
+        channels=set(channels) or None,
+        max_alerts=max_alerts,
+        idle_timeout_s=timeout,
+    ):
+        if as_json:
+            click.echo(alert.model_dump_json())
+        else:
+            thr = "n/a" if alert.threshold is None else f"{alert.threshold:.4g}"
+            click.echo(
+                f"{alert.state:<7} {alert.channel:<8} seq {alert.first_seq}..{alert.last_seq}  "
+                f"score {alert.score:.4g} (peak {alert.peak_score:.4g}) threshold {thr}"
+                f"  id {alert.alert_id}  model {alert.model.name}@{alert.model.version}"
+            )
+        sys.stdout.flush()
+
+
+def _mount_producers() -> None:
+    try:
+        from producers.cli import replay_command, synthetic_command
+    except ImportError:  # producers are optional in a slim install
+        return
+    main.add_command(replay_command, "replay")
+    main.add_command(synthetic_command, "synthetic")
+
+
+_mount_producers()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""The imperative shell: Kafka in, alerts out, state to Redis, offsets committed last.
+
+One loop, one thread. Each flush follows a fixed order (Quix Streams' checkpoint):
+
+1. score every pending window in batches, judge them, build alert records;
+2. publish alerts, dead letters and scores, and wait until the broker acknowledged them;
+3. save the channel states to Redis, stamped with the last input offset they reflect;
+4. commit the input offsets.
+
+A crash before 2 completes replays the records and produces the same alerts again (same
+``alert_id``). A crash between 3 and 4 replays records whose offsets the saved states already
+cover, and the engine skips them. Either way nothing is lost and duplicates are harmless.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import structlog
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from stream_detector.buffers import Window
+from stream_detector.engine import ChannelState, DetectionEngine
+from stream_detector.errors import BadRecord
+from stream_detector.records import DeadLetterRecord, parse_telemetry
+from stream_detector.settings import KafkaSettings
+from stream_detector.thresholds.store import StateStore
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class DaemonStats:
+    records: int = 0
+    steps: int = 0
+    windows: int = 0
+    alerts: int = 0
+    skipped_replayed: int = 0
+    flushes: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "steps": self.steps,
+            "windows": self.windows,
+            "alerts": self.alerts,
+            "skipped_replayed": self.skipped_replayed,
+            "flushes": self.flushes,
+            "dead_letters": dict(self.dead_letters),
+        }
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, daemon: DetectorDaemon) -> None:
+        self._daemon = daemon
+
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._daemon.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+class DetectorDaemon:
+    """Consumes telemetry, scores it through a `DetectionEngine`, publishes alerts."""
+
+    def __init__(
+        self,
+        engine: DetectionEngine,
+        store: StateStore,
+        kafka: KafkaSettings,
+        *,
+        max_wait_ms: int,
+        stats_interval_s: float = 10.0,
+        consumer_factory: Callable[..., KafkaConsumer] = KafkaConsumer,
+        producer_factory: Callable[..., KafkaProducer] = KafkaProducer,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.kafka = kafka
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.stats_interval_s = stats_interval_s
+        self.stats = DaemonStats()
+        self._stop = threading.Event()
+        self._states: dict[str, ChannelState] = {}
+        self._dirty: set[str] = set()  # channels changed since the last save
+        self._pending: list[Window] = []
+        self._dead: list[DeadLetterRecord] = []
+        self._uncommitted: dict[TopicPartition, int] = {}  # next offset to commit
+        self._oldest_uncommitted: float | None = None
+        self._consumer = consumer_factory(
+            bootstrap_servers=kafka.bootstrap_servers,
+            group_id=kafka.group_id,
+            group_instance_id=kafka.group_instance_id,
+            client_id=kafka.client_id,
+            # Offsets move only after alerts are acknowledged: never let the client commit.
+            enable_auto_commit=False,
+            auto_offset_reset=kafka.auto_offset_reset,
+            max_poll_records=kafka.max_poll_records,
+            max_poll_interval_ms=kafka.max_poll_interval_ms,
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        )
+        self._producer = producer_factory(
+            bootstrap_servers=kafka.bootstrap_servers,
+            client_id=f"{kafka.client_id}-producer",
+            acks="all",
+            linger_ms=5,
+            retries=5,
+        )
+        self._consumer.subscribe([kafka.telemetry_topic], listener=_Rebalance(self))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        log.info("stop_requested", signal=signal.Signals(signum).name if signum else None)
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self, max_seconds: float | None = None) -> DaemonStats:
+        """Consume until asked to stop (or `max_seconds`); drain, publish, commit, close."""
+        log.info("daemon_started", topic=self.kafka.telemetry_topic, **self.engine.describe())
+        started = last_stats = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                polled = self._consumer.poll(timeout_ms=self.kafka.poll_timeout_ms)
+                for tp, records in polled.items():
+                    for rec in records:
+                        self._accept(tp, rec)
+                if self._flush_due():
+                    self.flush()
+                now = time.monotonic()
+                if now - last_stats >= self.stats_interval_s:
+                    log.info("daemon_stats", **self.stats.as_dict())
+                    last_stats = now
+                if max_seconds is not None and now - started >= max_seconds:
+                    break
+            self.flush()
+        finally:
+            self.close()
+        log.info("daemon_stopped", **self.stats.as_dict())
+        return self.stats
+
+    def close(self) -> None:
+        try:
+            self._producer.close(timeout=self.kafka.publish_timeout_s)
+        finally:
+            self._consumer.close(autocommit=False)
+
+    # -- per record ----------------------------------------------------------------------
+
+    def _accept(self, tp: TopicPartition, rec: Any) -> None:
+        self.stats.records += 1
+        self._uncommitted[tp] = rec.offset + 1
+        if self._oldest_uncommitted is None:
+            self._oldest_uncommitted = time.monotonic()
+        try:
+            parsed = parse_telemetry(rec.value, self.engine.n_features)
+            if rec.key is not None and rec.key != parsed.channel.encode():
+                raise BadRecord("key_mismatch", f"key {rec.key!r} != channel {parsed.channel!r}")
+            self.engine.check_channel(parsed.channel)
+            state = self._state_for(parsed.channel, tp.partition)
+            if self.engine.already_applied(state, tp.partition, rec.offset):
+                self.stats.skipped_replayed += 1
+                return
+            windows = self.engine.ingest(state, parsed, tp.partition, rec.offset)
+            self._dirty.add(parsed.channel)
+        except BadRecord as err:
+            self._dead_letter(tp, rec, err)
+            return
+        self.stats.steps += int(parsed.values.shape[0])
+        self._pending.extend(windows)
+
+    def _state_for(self, channel: str, partition: int) -> ChannelState:
+        state = self._states.get(channel)
+        if state is None:
+            stored = self.store.load([channel]).get(channel)
+            if stored is not None:
+                state = self.engine.restore_state(channel, stored)
+                log.info(
+                    "channel_state_restored",
+                    channel=channel,
+                    partition=stored.partition,
+                    last_offset=stored.last_offset,
+                    buffered=len(state.buffer),
+                )
+            else:
+                state = self.engine.new_state(channel, partition)
+            self._states[channel] = state
+        return state
+
+    def _dead_letter(self, tp: TopicPartition, rec: Any, err: BadRecord) -> None:
+        self.stats.dead_letters[err.reason] += 1
+        log.warning(
+            "record_dead_lettered",
+            reason=err.reason,
+            detail=err.detail[:200],
+            partition=tp.partition,
+            offset=rec.offset,
+        )
+        self._dead.append(
+            DeadLetterRecord.from_failure(
+                err,
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=rec.offset,
+                key=rec.key,
+                value=rec.value,
+            )
+        )
+
+    # -- flush: the checkpoint -----------------------------------------------------------
+
+    def _flush_due(self) -> bool:
+        if len(self._pending) >= self.engine.max_batch_size:
+            return True
+        return (
+            self._oldest_uncommitted is not None
+            and time.monotonic() - self._oldest_uncommitted >= self.max_wait_s
+        )
+
+    def flush(self) -> None:
+        """Score pending windows, publish, save state, commit: in that order, always."""
+        if not self._uncommitted and not self._pending and not self._dead:
+            return
+        windows, self._pending = self._pending, []
+        # 1. score and judge
+        t0 = time.perf_counter()
+        scores = self.engine.score(windows)
+        outcome = self.engine.decide(self._states, windows, scores)
+        scored_s = time.perf_counter() - t0
+        # 2. publish and wait for the broker's acknowledgement
+        futures = []
+        for alert in outcome.alerts:
+            futures.append(
+                self._producer.send(
+                    self.kafka.alerts_topic, key=alert.channel.encode(), value=alert.to_bytes()
+                )
+            )
+            log.info(
+                "alert_published",
+                channel=alert.channel,
+                state=alert.state,
+                alert_id=alert.alert_id,
+                first_seq=alert.first_seq,
+                last_seq=alert.last_seq,
+                score=round(alert.score, 6),
+                partition=alert.source.partition if alert.source else None,
+                offset=alert.source.offset if alert.source else None,
+            )
+        for dead in self._dead:
+            futures.append(
+                self._producer.send(
+                    self.kafka.dead_letter_topic,
+                    key=dead.key.encode() if dead.key is not None else None,
+                    value=dead.to_bytes(),
+                )
+            )
+        if self.kafka.scores_topic:
+            for sc in outcome.scores:
+                futures.append(
+                    self._producer.send(
+                        self.kafka.scores_topic, key=sc.channel.encode(), value=sc.to_bytes()
+                    )
+                )
+        self._producer.flush(timeout=self.kafka.publish_timeout_s)
+        for fut in futures:
+            # Raises if the broker refused or timed out: the offsets below stay uncommitted.
+            fut.get(timeout=self.kafka.publish_timeout_s)
+        self._dead = []
+        # 3. save channel states stamped with their offsets
+        self.store.save([self._states[c] for c in sorted(self._dirty) if c in self._states])
+        self._dirty.clear()
+        # 4. commit input offsets
+        if self._uncommitted:
+            offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._uncommitted.items()}
+            self._consumer.commit(offsets=offsets)
+        self.stats.flushes += 1
+        self.stats.windows += len(windows)
+        self.stats.alerts += len(outcome.alerts)
+        log.debug(
+            "batch_flushed",
+            windows=len(windows),
+            alerts=len(outcome.alerts),
+            anomalous=outcome.anomalous_windows,
+            score_ms=round(scored_s * 1000, 2),
+        )
+        self._uncommitted = {}
+        self._oldest_uncommitted = None
+
+    def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Finish what we hold for the revoked partitions before another member takes them."""
+        log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+        self.flush()
+        gone = {tp.partition for tp in revoked}
+        for channel in [c for c, s in self._states.items() if s.partition in gone]:
+            del self._states[channel]

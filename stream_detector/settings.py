@@ -1,0 +1,158 @@
+"""The one settings tree. Every value comes from here; no other module reads the environment.
+
+Environment variables use the prefix ``SD_`` and ``__`` between sections, e.g.
+``SD_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092`` or ``SD_THRESHOLD__K=4``. A ``.env`` file in the
+working directory is read too. Invalid values fail at start with the setting named.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream_detector.errors import ConfigError
+
+ENV_PREFIX = "SD_"
+_SECRET_LIKE = re.compile(r"url|key|token|secret|password", re.IGNORECASE)
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    telemetry_topic: str = "telemetry"
+    alerts_topic: str = "alerts"
+    dead_letter_topic: str = "telemetry.dlq"
+    scores_topic: str | None = Field(
+        default=None, description="publish every scored window here (dashboards, benchmarks)"
+    )
+    group_id: str = "stream-detector"
+    group_instance_id: str | None = Field(
+        default=None,
+        description="static membership: a restart within the session timeout "
+        "does not rebalance the group",
+    )
+    # 'earliest': a group that never committed must not skip what was produced before it
+    # joined (kafka-python's default 'latest' loses that data).
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: int = Field(default=2000, ge=1)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    poll_timeout_ms: int = Field(default=100, ge=1)
+    publish_timeout_s: float = Field(default=30.0, gt=0)
+    client_id: str = "stream-detector"
+
+
+class RedisSettings(BaseModel):
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    key_prefix: str = Field(default="sd", pattern=r"^[A-Za-z0-9_.:\-]+$")
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class ModelSettings(BaseModel):
+    checkpoint: Path = Path("artifacts/model.pt")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    stride: int | None = Field(
+        default=None, ge=1, description="score every S-th step; default: the checkpoint's stride"
+    )
+    channels: list[str] | None = Field(
+        default=None,
+        description="channels to accept; default: the checkpoint's channels, or any if it has none",
+    )
+
+
+class BatchingSettings(BaseModel):
+    max_batch_size: int = Field(default=256, ge=1)
+    max_wait_ms: int = Field(default=50, ge=0)
+
+
+class ThresholdSettings(BaseModel):
+    kind: str = "ewma_sigma"
+    k: float = Field(default=4.0, gt=0, description="threshold = mean + k·std of normal scores")
+    alpha: float = Field(default=0.01, gt=0, le=1, description="EWMA weight of a new score")
+    warmup: int = Field(
+        default=100, ge=0, description="normal scores a channel needs before it may alarm"
+    )
+    prior_weight: int = Field(
+        default=100,
+        ge=0,
+        description="how many observations the training calibration counts as at start",
+    )
+    log_scores: bool = Field(
+        default=True, description="track log(score): reconstruction errors are right-skewed"
+    )
+
+
+class AlertSettings(BaseModel):
+    min_hits: int = Field(
+        default=1, ge=1, description="anomalous windows within `hit_window` that open an episode"
+    )
+    hit_window: int = Field(default=1, ge=1)
+    hold_down: int = Field(default=50, ge=1, description="normal windows in a row before resolve")
+    update_ratio: float = Field(
+        default=1.5, gt=1.0, description="send an update when the peak score grows by this factor"
+    )
+
+
+class LoggingSettings(BaseModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class DataSettings(BaseModel):
+    root: Path = Path("../shared/datasets/smap_msl")
+
+
+class Settings(BaseSettings):
+    """Everything stream-detector can be told, in one tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    model: ModelSettings = ModelSettings()
+    batching: BatchingSettings = BatchingSettings()
+    threshold: ThresholdSettings = ThresholdSettings()
+    alerts: AlertSettings = AlertSettings()
+    logging: LoggingSettings = LoggingSettings()
+    data: DataSettings = DataSettings()
+
+    @model_validator(mode="after")
+    def _topics_distinct(self) -> Settings:
+        k = self.kafka
+        topics = [k.telemetry_topic, k.alerts_topic, k.dead_letter_topic]
+        if k.scores_topic:
+            topics.append(k.scores_topic)
+        if len(set(topics)) != len(topics):
+            raise ValueError(
+                "kafka topics must be distinct (telemetry, alerts, dead letter, scores)"
+            )
+        return self
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as JSON-able data, secrets shown as '**********'."""
+        return self.model_dump(mode="json")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from environment, .env and overrides; ConfigError names a bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = "__".join(str(p) for p in first["loc"]) or "settings"
+        setting = ENV_PREFIX + loc.upper()
+        detail = first["msg"]
+        # Never echo what might be a secret (URLs with passwords, routing keys, tokens).
+        if not _SECRET_LIKE.search(loc):
+            detail += f" (got {first.get('input')!r})"
+        raise ConfigError(setting, detail) from None

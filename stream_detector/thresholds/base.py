@@ -1,0 +1,80 @@
+"""The threshold interface: a pure ``step(state, score) -> (state, decision)`` plus a registry.
+
+Strategies hold no state of their own, so the same code runs with state kept in Redis (the
+daemon) or in a dict (evaluation, tests).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+Status = Literal["normal", "anomalous", "not_ready"]
+ThresholdState = dict[str, Any]  # JSON-able
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    status: Status
+    threshold: float | None  # in score units; None while the strategy cannot say yet
+
+    @property
+    def anomalous(self) -> bool:
+        return self.status == "anomalous"
+
+
+@dataclass(frozen=True, slots=True)
+class ScorePrior:
+    """What training says about normal scores, to start a channel's state from."""
+
+    n: int
+    mean: float
+    std: float
+    log_mean: float
+    log_std: float
+
+
+class ThresholdStrategy(abc.ABC):
+    kind: ClassVar[str]
+
+    @abc.abstractmethod
+    def initial_state(self, prior: ScorePrior | None) -> ThresholdState:
+        """The state of a channel never seen before."""
+
+    @abc.abstractmethod
+    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
+        """Judge one score and return the state after learning from it (never mutates input)."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """The strategy's parameters, stamped on alerts so a reader knows what fired."""
+
+
+_REGISTRY: dict[str, Callable[..., ThresholdStrategy]] = {}
+
+
+def register_threshold(kind: str) -> Callable[[type[ThresholdStrategy]], type[ThresholdStrategy]]:
+    def decorate(cls: type[ThresholdStrategy]) -> type[ThresholdStrategy]:
+        if kind in _REGISTRY:
+            raise ValueError(f"threshold {kind!r} registered twice")
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return decorate
+
+
+def available_thresholds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_threshold(kind: str, **params: Any) -> ThresholdStrategy:
+    try:
+        factory = _REGISTRY[kind]
+    except KeyError:
+        raise KeyError(
+            f"unknown threshold {kind!r}; available: {', '.join(available_thresholds())}"
+        ) from None
+    return factory(**params)

@@ -1,0 +1,84 @@
+"""Where channel states live between batches: Redis for the daemon, a dict for evaluation."""
+
+from __future__ import annotations
+
+import abc
+from importlib import resources
+
+import redis
+
+from stream_detector.engine import ChannelState, StoredState
+
+
+class StateStore(abc.ABC):
+    """Loads and saves channel states; ``save`` never lets a state move backwards."""
+
+    @abc.abstractmethod
+    def load(self, channels: list[str]) -> dict[str, StoredState]:
+        """The stored states of those channels that have one."""
+
+    @abc.abstractmethod
+    def save(self, states: list[ChannelState]) -> int:
+        """Save atomically; return how many were newer than what was stored."""
+
+
+class MemoryStateStore(StateStore):
+    """An honest in-process store with the same replay rule as the Redis one."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, StoredState] = {}
+
+    def load(self, channels: list[str]) -> dict[str, StoredState]:
+        return {c: self.saved[c] for c in channels if c in self.saved}
+
+    def save(self, states: list[ChannelState]) -> int:
+        applied = 0
+        for st in states:
+            cur = self.saved.get(st.channel)
+            if cur is None or cur.partition != st.partition or cur.last_offset < st.last_offset:
+                doc, rows = st.encode()
+                self.saved[st.channel] = StoredState(st.partition, st.last_offset, doc, rows)
+                applied += 1
+        return applied
+
+
+class RedisStateStore(StateStore):
+    """Channel states as Redis hashes, written by one Lua script per save (atomic, idempotent).
+
+    Keys are namespaced by model version: a new model starts with fresh thresholds instead
+    of inheriting statistics of another model's scores.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, model_version: str) -> None:
+        self._client = client
+        self._namespace = f"{prefix}:state:{model_version}"
+        source = resources.files("stream_detector.thresholds").joinpath("save_states.lua")
+        # redis-py's Script re-sends the body on NOSCRIPT (e.g. after a Redis restart).
+        self._save_script = client.register_script(source.read_text())
+
+    def key(self, channel: str) -> str:
+        return f"{self._namespace}:{channel}"
+
+    def load(self, channels: list[str]) -> dict[str, StoredState]:
+        if not channels:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for channel in channels:
+            pipe.hmget(self.key(channel), "partition", "last_offset", "state", "buffer")
+        found: dict[str, StoredState] = {}
+        for channel, (partition, offset, doc, rows) in zip(channels, pipe.execute(), strict=True):
+            if offset is None:
+                continue
+            found[channel] = StoredState(int(partition), int(offset), doc, rows or b"")
+        return found
+
+    def save(self, states: list[ChannelState]) -> int:
+        if not states:
+            return 0
+        keys: list[str] = []
+        args: list[bytes | int | str] = []
+        for st in states:
+            doc, rows = st.encode()
+            keys.append(self.key(st.channel))
+            args.extend([str(st.partition), str(st.last_offset), doc, rows])
+        return int(self._save_script(keys=keys, args=args))

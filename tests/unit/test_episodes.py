@@ -1,0 +1,65 @@
+import pytest
+
+from stream_detector.alerts.episodes import EpisodeRules, EpisodeState, step_episode
+
+
+def _run(flags, rules, scores=None, stride=1):
+    state = EpisodeState()
+    events = []
+    for i, flag in enumerate(flags):
+        score = scores[i] if scores else (2.0 if flag else 0.5)
+        ev = step_episode(
+            state,
+            rules,
+            seq=i * stride,
+            ts=float(i),
+            score=score,
+            threshold=1.0,
+            anomalous=flag,
+            stride=stride,
+        )
+        if ev:
+            events.append(ev)
+    return events
+
+
+def test_open_then_resolve_after_hold_down():
+    events = _run([0, 1, 1, 0, 0, 0, 0], EpisodeRules(hold_down=3))
+    assert [(e.kind, e.first_seq, e.last_seq, e.revision) for e in events] == [
+        ("open", 1, 1, 0),
+        ("resolve", 1, 2, 1),
+    ]
+
+
+def test_short_dips_do_not_split_an_episode():
+    events = _run([1, 0, 1, 0, 0, 1, 0, 0, 0], EpisodeRules(hold_down=3))
+    assert [e.kind for e in events] == ["open", "resolve"]
+    assert events[-1].last_seq == 5
+
+
+def test_n_of_m_opens_at_the_first_hit():
+    rules = EpisodeRules(min_hits=2, hit_window=3, hold_down=2)
+    assert _run([1, 0, 0, 0, 1], rules) == []  # hits too far apart
+    events = _run([0, 1, 0, 1, 0, 0], rules, stride=5)
+    assert events[0].kind == "open" and events[0].first_seq == 5 and events[0].last_seq == 15
+
+
+def test_update_when_peak_grows():
+    events = _run([1, 1, 1], EpisodeRules(update_ratio=1.5), scores=[2.0, 2.5, 3.1])
+    assert [e.kind for e in events] == ["open", "update"]
+    assert events[1].peak == 3.1 and events[1].revision == 1
+
+
+def test_state_survives_a_json_round_trip_mid_episode():
+    import json
+
+    rules = EpisodeRules(hold_down=2)
+    state = EpisodeState()
+    step_episode(state, rules, seq=0, ts=0.0, score=2.0, threshold=1.0, anomalous=True)
+    back = EpisodeState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert back == state
+
+
+def test_rules_validate():
+    with pytest.raises(ValueError):
+        EpisodeRules(min_hits=3, hit_window=2)
