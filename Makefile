@@ -1,0 +1,58 @@
+# The commands the README gives. Every target sets up what it needs on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KAFKA_PORT ?= 9092
+REDIS_PORT ?= 6379
+export SD_KAFKA__BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
+export SD_REDIS__URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
+export SD_DATA__ROOT ?= $(abspath ../shared/datasets/smap_msl)
+
+.PHONY: help install system-deps services-up services-down test test-fast lint demo bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed system-deps ## create .venv, install the package, Redis and the Kafka jars
+
+system-deps:
+	deploy/redis/redis.sh install
+	deploy/kafka/kafka.sh fetch
+
+services-up: install ## start Kafka and Redis on loopback (KAFKA_PORT, REDIS_PORT)
+	REDIS_PORT=$(REDIS_PORT) deploy/redis/redis.sh start
+	KAFKA_PORT=$(KAFKA_PORT) deploy/kafka/kafka.sh start
+
+services-down: ## stop them
+	-KAFKA_PORT=$(KAFKA_PORT) deploy/kafka/kafka.sh stop
+	-REDIS_PORT=$(REDIS_PORT) deploy/redis/redis.sh stop
+
+test: install ## lint, then every test (the fixtures start their own Kafka and Redis)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-fast: install ## unit tests only
+	$(BIN)/pytest -q tests/unit
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy stream_detector producers
+
+demo: services-up ## train on a SMAP channel, replay it through Kafka, print the alerts beside the labels
+	$(BIN)/stream-detector demo
+
+bench: services-up ## throughput and latency of the daemon against a bare consumer
+	$(BIN)/python -m stream_detector.bench
+
+clean: services-down ## remove caches and run state (keeps .venv)
+	rm -rf .run artifacts .pytest_cache .ruff_cache .mypy_cache
