@@ -1,0 +1,32 @@
+"""Anomaly-scoring models behind one interface, found by name in a registry.
+
+Importing this package registers the built-in models; a new model is one module that
+decorates its class with ``@register`` and is imported here.
+"""
+
+from stream_detector.models import lstm_ae as _lstm_ae  # noqa: F401 - registers "lstm_ae"
+from stream_detector.models.base import (
+    Detector,
+    FitConfig,
+    FitHistory,
+    available_detectors,
+    build_detector,
+    get_detector_class,
+    register,
+    resolve_device,
+)
+from stream_detector.models.lstm_ae import LSTMAutoencoder
+from stream_detector.models.reconstruction import ReconstructionDetector
+
+__all__ = [
+    "Detector",
+    "FitConfig",
+    "FitHistory",
+    "LSTMAutoencoder",
+    "ReconstructionDetector",
+    "available_detectors",
+    "build_detector",
+    "get_detector_class",
+    "register",
+    "resolve_device",
+]

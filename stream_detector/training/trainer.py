@@ -1,0 +1,204 @@
+"""Turn training series into a checkpoint: scale, window, split, fit, calibrate.
+
+The recipe is the seed's: statistics from the training data only, sliding windows, the
+last 20 % of windows held out for validation (chronologically, like Keras'
+``validation_split``), and the model's own training scores kept as its calibration.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import torch
+
+from stream_detector.data.smap_msl import load_series
+from stream_detector.data.windows import sliding_windows
+from stream_detector.models import FitConfig, build_detector, resolve_device
+from stream_detector.training.checkpoint import Calibration, Checkpoint
+from stream_detector.training.scaler import StandardScaler
+
+__all__ = ["split_windows", "train_on_dataset", "train_on_series"]
+
+log = structlog.get_logger(__name__)
+
+
+def _seed_everything(seed: int) -> None:
+    # Weight initialisation happens at construction, before fit seeds its own loop.
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_windows(
+    series: Sequence[np.ndarray], window: int, stride: int, val_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation windows (N, window, D) cut from each series on its own.
+
+    No window spans two series. The last ``val_fraction`` of each series' windows go to
+    validation; the split point follows Keras (``int(n * (1 - val_fraction))`` training
+    windows). Validation windows share up to ``window - 1`` steps with the last training
+    windows, as they did in the seed.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    train_parts: list[np.ndarray] = []
+    val_parts: list[np.ndarray] = []
+    for windows in (sliding_windows(s, window, stride) for s in series):
+        split = int(len(windows) * (1 - val_fraction))
+        train_parts.append(windows[:split])
+        val_parts.append(windows[split:])
+    return np.concatenate(train_parts), np.concatenate(val_parts)
+
+
+def _check_series(series: Sequence[np.ndarray], channels: Sequence[str], window: int) -> int:
+    if not series:
+        raise ValueError("no training series given")
+    names = (
+        list(channels) if len(channels) == len(series) else [f"#{i}" for i in range(len(series))]
+    )
+    widths = {s.shape[-1] if s.ndim == 2 else -1 for s in series}
+    for name, s in zip(names, series, strict=True):
+        if s.ndim != 2:
+            raise ValueError(f"series {name} has shape {s.shape}, expected (T, D)")
+        if len(s) < window:
+            raise ValueError(f"series {name} has {len(s)} steps, fewer than one window of {window}")
+        if not np.all(np.isfinite(s)):
+            raise ValueError(f"series {name} holds NaN or infinite values")
+    if len(widths) != 1:
+        by_width = {name: s.shape[-1] for name, s in zip(names, series, strict=True)}
+        raise ValueError(f"series differ in feature count: {by_width}")
+    return widths.pop()
+
+
+def train_on_series(
+    kind: str,
+    train_series: Sequence[np.ndarray],
+    *,
+    window: int,
+    channels: Sequence[str],
+    dataset: str,
+    stride: int = 1,
+    hyperparameters: dict[str, Any] | None = None,
+    fit_config: FitConfig | None = None,
+    val_fraction: float = 0.2,
+    progress: bool = True,
+    train_stride: int | None = None,
+) -> Checkpoint:
+    """Train a ``kind`` detector on raw (T, D) series and return its checkpoint.
+
+    ``stride`` is recorded for the daemon (steps between scored windows); ``train_stride``
+    (default: ``stride``) spaces the training windows, to trade data for speed.
+    The calibration holds the trained model's scores on all training windows, training
+    and validation parts alike.
+    """
+    config = fit_config or FitConfig()
+    train_stride = stride if train_stride is None else train_stride
+    n_features = _check_series(train_series, channels, window)
+
+    scaler = StandardScaler.fit(np.concatenate(train_series))
+    scaled = [scaler.transform(s) for s in train_series]
+    train, val = split_windows(scaled, window, train_stride, val_fraction)
+    if len(train) == 0:
+        raise ValueError(
+            f"no training windows: {len(train) + len(val)} windows in all, "
+            f"val_fraction {val_fraction}"
+        )
+
+    _seed_everything(config.seed)
+    detector = build_detector(kind, window, n_features, **(hyperparameters or {}))
+    detector.to(resolve_device(config.device))
+    log.info(
+        "training_started",
+        kind=kind,
+        dataset=dataset,
+        n_channels=len(channels),
+        window=window,
+        n_features=n_features,
+        train_windows=len(train),
+        val_windows=len(val),
+        device=str(detector.device),
+        hyperparameters=detector.hyperparameters,
+    )
+    history = detector.fit(train, val, config, progress=progress)
+
+    scores = np.concatenate([detector.score_in_batches(train), detector.score_in_batches(val)])
+    calibration = Calibration.from_scores(scores)
+    checkpoint = Checkpoint(
+        detector=detector,
+        scaler=scaler,
+        calibration=calibration,
+        window=window,
+        stride=stride,
+        n_features=n_features,
+        channels=list(channels),
+        dataset=dataset,
+        fit={
+            "history": history.to_dict(),
+            "config": config.to_dict(),
+            "val_fraction": val_fraction,
+            "train_stride": train_stride,
+            "train_windows": len(train),
+            "val_windows": len(val),
+        },
+        created_at=time.time(),
+    )
+    log.info(
+        "training_finished",
+        kind=kind,
+        model_version=checkpoint.model_version,
+        epochs=history.epochs,
+        best_epoch=history.best_epoch,
+        stopped_early=history.stopped_early,
+        best_val_loss=min(history.val_loss) if history.val_loss else None,
+        seconds=round(history.seconds, 2),
+        calibration_p99=calibration.quantiles["p99"],
+    )
+    return checkpoint
+
+
+def train_on_dataset(
+    root: str | Path,
+    channels: Sequence[str],
+    kind: str,
+    *,
+    window: int,
+    dataset: str = "smap_msl",
+    stride: int = 1,
+    hyperparameters: dict[str, Any] | None = None,
+    fit_config: FitConfig | None = None,
+    val_fraction: float = 0.2,
+    progress: bool = True,
+    train_stride: int | None = None,
+) -> Checkpoint:
+    """``train_on_series`` on the train split of ``channels`` of the SMAP/MSL data set at ``root``.
+
+    The channels must share a feature count (SMAP has 25, MSL 55): mix one spacecraft only.
+    """
+    if not channels:
+        raise ValueError("no channels given")
+    series = [load_series(root, channel, "train") for channel in channels]
+    log.info(
+        "dataset_loaded",
+        root=str(root),
+        n_channels=len(channels),
+        rows=sum(len(s) for s in series),
+    )
+    return train_on_series(
+        kind,
+        series,
+        window=window,
+        channels=channels,
+        dataset=dataset,
+        stride=stride,
+        hyperparameters=hyperparameters,
+        fit_config=fit_config,
+        val_fraction=val_fraction,
+        progress=progress,
+        train_stride=train_stride,
+    )

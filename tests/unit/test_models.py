@@ -1,0 +1,317 @@
+"""The detector interface: registry, the contract every registered model keeps, the LSTM-AE."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stream_detector.data import sliding_windows
+from stream_detector.models import (
+    Detector,
+    FitConfig,
+    LSTMAutoencoder,
+    available_detectors,
+    build_detector,
+    get_detector_class,
+    register,
+)
+from stream_detector.models.torch_training import fit_network
+
+WINDOW = 20
+N_FEATURES = 3
+# Every registered kind needs tiny sizes here, so its contract tests stay fast.
+TINY_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    "lstm_ae": {"hidden1": 16, "hidden2": 8, "latent": 4},
+}
+CPU_FIT = FitConfig(epochs=40, lr=3e-3, device="cpu", patience=10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models train fastest on one thread; on a busy 2-core box, 2 threads spin-wait."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def sine_series(length: int, seed: int = 0) -> np.ndarray:
+    """Three smooth periodic features with a little noise: what "normal" looks like here."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    series = np.stack(
+        [np.sin(2 * np.pi * t / 25), np.cos(2 * np.pi * t / 25), np.sin(2 * np.pi * t / 50)],
+        axis=1,
+    )
+    return (series + rng.normal(0, 0.02, series.shape)).astype(np.float32)
+
+
+def tiny_detector(kind: str) -> Detector:
+    if kind not in TINY_HYPERPARAMETERS:
+        pytest.fail(f"add tiny hyperparameters for the new detector kind {kind!r}")
+    torch.manual_seed(0)
+    return build_detector(kind, WINDOW, N_FEATURES, **TINY_HYPERPARAMETERS[kind])
+
+
+@pytest.fixture(scope="module")
+def sine_windows() -> tuple[np.ndarray, np.ndarray]:
+    windows = sliding_windows(sine_series(800), WINDOW)
+    return windows[:620], windows[620:]
+
+
+@pytest.fixture(scope="module", params=available_detectors())
+def trained(request: pytest.FixtureRequest, sine_windows: tuple[np.ndarray, np.ndarray]) -> Any:
+    """A tiny detector of each registered kind, fitted once on sine windows."""
+    detector = tiny_detector(request.param)
+    train, val = sine_windows
+    history = detector.fit(train, val, CPU_FIT, progress=False)
+    return detector, history
+
+
+# --- registry ---------------------------------------------------------------------------
+
+
+def test_registry_lists_and_finds_lstm_ae() -> None:
+    """The built-in model is registered under its kind."""
+    assert "lstm_ae" in available_detectors()
+    assert get_detector_class("lstm_ae") is LSTMAutoencoder
+
+
+def test_unknown_kind_names_the_available_ones() -> None:
+    """The KeyError tells the user what they could have asked for."""
+    with pytest.raises(KeyError, match="lstm_ae"):
+        get_detector_class("no_such_model")
+    with pytest.raises(KeyError, match="no_such_model"):
+        build_detector("no_such_model", WINDOW, N_FEATURES)
+
+
+def test_unknown_hyperparameter_is_a_clear_error() -> None:
+    """A misspelt hyperparameter is refused, with the accepted names listed."""
+    with pytest.raises(ValueError, match=r"hiden1.*accepted: hidden1"):
+        build_detector("lstm_ae", WINDOW, N_FEATURES, hiden1=8)
+
+
+def test_register_refuses_a_second_class_for_a_taken_kind() -> None:
+    """Two models cannot silently share one name."""
+
+    class Impostor(LSTMAutoencoder):
+        kind = "lstm_ae"
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(Impostor)
+    assert get_detector_class("lstm_ae") is LSTMAutoencoder
+
+
+# --- the contract, for every registered kind ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", available_detectors())
+def test_hyperparameters_rebuild_the_same_detector(kind: str) -> None:
+    """hyperparameters are JSON-able and enough to build an identical detector."""
+    detector = tiny_detector(kind)
+    twin = build_detector(kind, WINDOW, N_FEATURES, **detector.hyperparameters)
+    twin.load_state_dict(detector.state_dict())
+    windows = sliding_windows(sine_series(60), WINDOW)
+    np.testing.assert_array_equal(detector.score(windows), twin.score(windows))
+    assert twin.hyperparameters == detector.hyperparameters
+
+
+def test_batch_scores_equal_one_by_one_scores(trained: Any) -> None:
+    """Scoring is per window: a batch gives what its windows give alone."""
+    detector, _ = trained
+    windows = sliding_windows(sine_series(120, seed=3), WINDOW)
+    batch = detector.score(windows)
+    single = np.concatenate([detector.score(windows[i : i + 1]) for i in range(len(windows))])
+    assert batch.shape == (len(windows),)
+    assert batch.dtype == np.float32
+    np.testing.assert_allclose(batch, single, rtol=1e-5, atol=0)
+
+
+def test_score_is_deterministic(trained: Any) -> None:
+    """Same windows, same scores, every time (dropout is off when scoring)."""
+    detector, _ = trained
+    windows = sliding_windows(sine_series(90, seed=4), WINDOW)
+    np.testing.assert_array_equal(detector.score(windows), detector.score(windows))
+
+
+def test_score_rejects_wrong_shapes_and_accepts_empty(trained: Any) -> None:
+    """Windows of another size are refused; an empty batch gives an empty result."""
+    detector, _ = trained
+    with pytest.raises(ValueError, match="expects windows"):
+        detector.score(np.zeros((2, WINDOW + 1, N_FEATURES), np.float32))
+    assert detector.score(np.zeros((0, WINDOW, N_FEATURES), np.float32)).shape == (0,)
+
+
+def test_fit_reduces_the_loss(trained: Any) -> None:
+    """Training makes reconstruction better than it started."""
+    _, history = trained
+    assert history.val_loss[history.best_epoch] < 0.5 * history.val_loss[0]
+    assert min(history.train_loss) < history.train_loss[0]
+
+
+def test_spike_and_level_shift_score_above_normal_windows(trained: Any) -> None:
+    """Injected anomalies score clearly above every normal window."""
+    detector, _ = trained
+    normal = np.array(sliding_windows(sine_series(400, seed=7), WINDOW))
+    normal_scores = detector.score(normal)
+    spike = normal[:10].copy()
+    spike[:, WINDOW // 2, 0] += 6.0
+    shift = normal[:10].copy()
+    shift[:, WINDOW // 2 :, 1] += 2.0
+    ceiling = float(normal_scores.max())
+    assert detector.score(spike).min() > 2 * ceiling
+    assert detector.score(shift).min() > 2 * ceiling
+
+
+def test_contributions_point_at_the_anomalous_feature(trained: Any) -> None:
+    """Where the model has contributions, they are shares and the faulty feature dominates."""
+    detector, _ = trained
+    windows = np.array(sliding_windows(sine_series(100, seed=8), WINDOW))
+    windows[:, 5, 2] += 6.0
+    contributions = detector.contributions(windows)
+    if contributions is None:
+        pytest.skip(f"{detector.kind} has no per-feature contributions")
+    assert contributions.shape == (len(windows), N_FEATURES)
+    np.testing.assert_allclose(contributions.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.all(contributions.argmax(axis=1) == 2)
+    scores, both = detector.score_and_contributions(windows)
+    np.testing.assert_array_equal(scores, detector.score(windows))
+    np.testing.assert_array_equal(both, contributions)
+
+
+def test_fit_restores_the_best_epoch(trained: Any, sine_windows: Any) -> None:
+    """After fit the model is the best epoch's: its val loss is the minimum recorded."""
+    detector, history = trained
+    _, val = sine_windows
+    assert history.best_epoch == int(np.argmin(history.val_loss))
+    # The score is the per-window MSE, so its mean over val is the val loss.
+    restored = float(detector.score_in_batches(val).mean())
+    assert restored == pytest.approx(min(history.val_loss), rel=1e-4)
+
+
+def test_state_dict_round_trip_gives_identical_scores(trained: Any) -> None:
+    """A fresh detector with loaded weights scores exactly like the trained one."""
+    detector, _ = trained
+    fresh = build_detector(detector.kind, WINDOW, N_FEATURES, **detector.hyperparameters)
+    fresh.load_state_dict(detector.state_dict())
+    windows = sliding_windows(sine_series(80, seed=9), WINDOW)
+    np.testing.assert_array_equal(fresh.score(windows), detector.score(windows))
+
+
+# --- the shared training loop ------------------------------------------------------------
+
+
+class _Scalar(nn.Module):
+    """One parameter p; the loss mean((p - x)^2) pulls p toward the data's value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.zeros(()))
+
+
+def _pull_toward_data(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    assert isinstance(network, _Scalar)
+    return torch.mean((network.p - batch) ** 2)
+
+
+def test_early_stopping_stops_and_restores_the_best_weights() -> None:
+    """Train data at 1.0 drags p past the val data at 0.3: val loss falls, then rises."""
+    network = _Scalar()
+    train = np.ones((64, 2, 1), np.float32)
+    val = np.full((16, 2, 1), 0.3, np.float32)
+    config = FitConfig(epochs=50, batch_size=32, lr=0.05, patience=3, lr_patience=100, device="cpu")
+    history = fit_network(
+        network,
+        train,
+        val,
+        config,
+        batch_loss=_pull_toward_data,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    assert history.stopped_early
+    assert history.epochs == history.best_epoch + 1 + config.patience < config.epochs
+    assert history.best_epoch == int(np.argmin(history.val_loss))
+    # The restored p reproduces the best val loss, not the last one.
+    assert float((network.p.detach() - 0.3) ** 2) == pytest.approx(min(history.val_loss))
+    assert history.val_loss[-1] > min(history.val_loss)
+
+
+def test_learning_rate_drops_on_a_plateau_but_not_below_min_lr() -> None:
+    """ReduceLROnPlateau halves the rate after lr_patience epochs without improvement."""
+    network = _Scalar()
+    # Val data that the model cannot get closer to once p has passed it.
+    train = np.ones((32, 1, 1), np.float32)
+    val = np.full((8, 1, 1), -1.0, np.float32)
+    config = FitConfig(
+        epochs=12, lr=0.01, patience=100, lr_patience=1, lr_factor=0.5, min_lr=2e-3, device="cpu"
+    )
+    history = fit_network(
+        network,
+        train,
+        val,
+        config,
+        batch_loss=_pull_toward_data,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    assert history.learning_rates[0] == 0.01
+    assert min(history.learning_rates) == pytest.approx(2e-3)
+    assert not history.stopped_early and history.epochs == 12
+
+
+def test_fit_without_validation_watches_the_training_loss() -> None:
+    """No val data: early stopping and the best epoch follow the train loss."""
+    network = _Scalar()
+    history = fit_network(
+        network,
+        np.ones((16, 1, 1), np.float32),
+        None,
+        FitConfig(epochs=5, lr=0.1, device="cpu"),
+        batch_loss=_pull_toward_data,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    assert history.val_loss == []
+    assert history.best_epoch == int(np.argmin(history.train_loss))
+
+
+def test_diverging_loss_raises() -> None:
+    """A NaN loss stops training with an error instead of a silent broken model."""
+    network = _Scalar()
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        fit_network(
+            network,
+            np.full((4, 1, 1), math.nan, np.float32),
+            None,
+            FitConfig(epochs=2, device="cpu"),
+            batch_loss=_pull_toward_data,
+            device=torch.device("cpu"),
+            progress=False,
+        )
+
+
+def test_fit_config_rejects_nonsense() -> None:
+    """Invalid training settings fail when the config is made, not mid-training."""
+    with pytest.raises(ValueError, match="epochs"):
+        FitConfig(epochs=0)
+    with pytest.raises(ValueError, match="lr_factor"):
+        FitConfig(lr_factor=1.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_scores_match_cpu_scores(trained: Any) -> None:
+    """The same weights score the same on the GPU as on the CPU (float tolerance)."""
+    detector, _ = trained
+    windows = sliding_windows(sine_series(100, seed=11), WINDOW)
+    cpu_scores = detector.to("cpu").score(windows)
+    gpu_scores = detector.to("cuda").score(windows)
+    detector.to("cpu")
+    assert gpu_scores.dtype == np.float32
+    np.testing.assert_allclose(gpu_scores, cpu_scores, rtol=1e-3)
