@@ -16,6 +16,13 @@ from stream_detector.logging import configure_logging
 from stream_detector.settings import Settings, load_settings
 
 
+def _limit_torch_threads(settings: Settings) -> None:
+    if settings.model.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.model.torch_threads)
+
+
 def _settings(ctx: click.Context) -> Settings:
     settings: Settings = ctx.obj["settings"]
     return settings
@@ -59,6 +66,7 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     from stream_detector.app import build_daemon
 
     settings = _settings(ctx)
+    _limit_torch_threads(settings)
     try:
         daemon = build_daemon(settings)
     except StreamDetectorError as exc:
@@ -130,6 +138,7 @@ def train(
     batch_size: int,
     lr: float,
     patience: int,
+    score_features: str,
     hyper: tuple[str, ...],
     seed: int,
     data_root: Path | None,
@@ -142,9 +151,19 @@ def train(
     from stream_detector.training.trainer import train_on_dataset
 
     settings = _settings(ctx)
+    _limit_torch_threads(settings)
     root = data_root or settings.data.root
     target = out or settings.model.checkpoint
-    hyperparameters = dict(_parse_hp(item) for item in hyper)
+    hyperparameters: dict[str, Any] = {}
+    if score_features.strip().lower() != "all":
+        try:
+            hyperparameters["score_features"] = [int(c) for c in score_features.split(",")]
+        except ValueError:
+            raise click.BadParameter(
+                f"expected indices like 0 or 0,3 or 'all', got {score_features!r}",
+                param_hint="--score-features",
+            ) from None
+    hyperparameters.update(_parse_hp(item) for item in hyper)
     fit = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed)
     started = time.perf_counter()
     try:
@@ -159,7 +178,7 @@ def train(
             fit_config=fit,
             progress=not no_progress,
         )
-    except (FileNotFoundError, KeyError, ValueError) as exc:
+    except (FileNotFoundError, KeyError, ValueError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from None
     target.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(ckpt, target)

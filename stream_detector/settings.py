@@ -63,6 +63,13 @@ class ModelSettings(BaseModel):
         description="channels to accept; default: the checkpoint's channels, or any if it has none",
     )
 
+    torch_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="CPU threads torch may use; one avoids oversubscription beside Kafka's "
+        "own threads on small hosts (unset: torch's default)",
+    )
+
 
 class BatchingSettings(BaseModel):
     max_batch_size: int = Field(default=256, ge=1)
@@ -82,7 +89,7 @@ class ThresholdSettings(BaseModel):
         description="how many observations the training calibration counts as at start",
     )
     log_scores: bool = Field(
-        default=True, description="track log(score): reconstruction errors are right-skewed"
+        default=False, description="track log(score) instead of the score itself"
     )
 
 

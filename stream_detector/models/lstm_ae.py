@@ -68,6 +68,8 @@ class LSTMAutoencoder(ReconstructionDetector):
         hidden2: int = 64,
         latent: int = 16,
         dropout: float = 0.2,
+        score_features: list[int] | None = None,
+        score_last: int | None = None,
     ) -> None:
         if min(hidden1, hidden2, latent) < 1:
             raise ValueError("hidden1, hidden2 and latent must be at least 1")
@@ -77,7 +79,9 @@ class LSTMAutoencoder(ReconstructionDetector):
         self.hidden2 = hidden2
         self.latent = latent
         self.dropout = dropout
-        super().__init__(window, n_features)
+        super().__init__(
+            window, n_features, score_features=score_features, score_last=score_last
+        )
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -86,6 +90,7 @@ class LSTMAutoencoder(ReconstructionDetector):
             "hidden2": self.hidden2,
             "latent": self.latent,
             "dropout": self.dropout,
+            **self.scoring_hyperparameters,
         }
 
     def build_network(self) -> nn.Module:

@@ -1,13 +1,17 @@
 """Shared base of detectors that score a window by how badly a network reconstructs it.
 
-The score is the mean squared error over the window (all steps, all features); each
-feature's share of that error is its contribution. A subclass only builds the network.
+The score is the mean squared error over the window (all steps, all features, as the seed
+says); each feature's share of that error is its contribution. Two hyperparameters narrow
+it: ``score_features`` (e.g. ``[0]``, the telemetry value of a SMAP/MSL channel, when the
+other columns are command flags whose rare ones would dominate the error) and
+``score_last`` (only the newest steps count, for a sharper, earlier score in a stream).
+A subclass only builds the network.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -27,9 +31,31 @@ def reconstruction_mse(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 class ReconstructionDetector(Detector, abc.ABC):
     """A detector whose network maps (B, window, F) to a reconstruction of the same shape."""
 
-    def __init__(self, window: int, n_features: int) -> None:
+    def __init__(
+        self,
+        window: int,
+        n_features: int,
+        *,
+        score_features: list[int] | None = None,
+        score_last: int | None = None,
+    ) -> None:
         super().__init__(window, n_features)
+        if score_features is not None:
+            score_features = [int(f) for f in score_features]
+            if not score_features or not all(0 <= f < n_features for f in score_features):
+                raise ValueError(
+                    f"score_features must be column indices in [0, {n_features}), "
+                    f"got {score_features}"
+                )
+        if score_last is not None and not 1 <= score_last <= window:
+            raise ValueError(f"score_last must lie in [1, {window}], got {score_last}")
+        self.score_features = score_features
+        self.score_last = score_last
         self.network = self.build_network()
+
+    @property
+    def scoring_hyperparameters(self) -> dict[str, Any]:
+        return {"score_features": self.score_features, "score_last": self.score_last}
 
     @abc.abstractmethod
     def build_network(self) -> nn.Module:
@@ -71,6 +97,8 @@ class ReconstructionDetector(Detector, abc.ABC):
         with torch.inference_mode():
             batch = windows_to_tensor(windows, self.device)
             error = (self.network(batch) - batch) ** 2
+            if self.score_last is not None:
+                error = error[:, -self.score_last :, :]
             return error.mean(dim=1).float().cpu().numpy()
 
     @staticmethod
@@ -80,8 +108,13 @@ class ReconstructionDetector(Detector, abc.ABC):
         safe_total = np.where(total > 0, total, 1.0)
         return (per_feature / safe_total).astype(np.float32)
 
+    def _score_from(self, per_feature: np.ndarray) -> np.ndarray:
+        if self.score_features is not None:
+            per_feature = per_feature[:, self.score_features]
+        return per_feature.mean(axis=1, dtype=np.float32)
+
     def score(self, windows: np.ndarray) -> np.ndarray:
-        return self._squared_error_per_feature(windows).mean(axis=1, dtype=np.float32)
+        return self._score_from(self._squared_error_per_feature(windows))
 
     def contributions(self, windows: np.ndarray) -> np.ndarray:
         """Each feature's share of the window's squared error; rows sum to 1."""
@@ -89,7 +122,7 @@ class ReconstructionDetector(Detector, abc.ABC):
 
     def score_and_contributions(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         per_feature = self._squared_error_per_feature(windows)
-        return per_feature.mean(axis=1, dtype=np.float32), self._shares(per_feature)
+        return self._score_from(per_feature), self._shares(per_feature)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.network.state_dict())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
@@ -27,7 +28,11 @@ from stream_detector.training.trainer import train_on_series
 REPO = Path(__file__).resolve().parents[2]
 
 SYNTHETIC_WINDOW = 32
-TINY_LSTM = {"hidden1": 16, "hidden2": 8, "latent": 4, "dropout": 0.0}
+TINY_LSTM = {"hidden1": 32, "hidden2": 16, "latent": 4, "dropout": 0.0, "score_features": [0]}
+
+# One torch thread: on a 2-core host two threads fight the broker and the daemon under test
+# and training gets tens of times slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +54,7 @@ def synthetic_checkpoint(
         channels=[c.name for c in synthetic_channels],
         dataset="synthetic",
         hyperparameters=TINY_LSTM,
-        fit_config=FitConfig(epochs=12, patience=4, batch_size=64, seed=0),
+        fit_config=FitConfig(epochs=30, patience=4, batch_size=64, seed=0),
         train_stride=2,
         progress=False,
     )

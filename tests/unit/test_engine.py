@@ -20,7 +20,7 @@ class MeanAbsModel:
     window = 5
     stride = 1
     n_features = 2
-    channels = ["A", "B"]
+    channels = ("A", "B")
     model_info = ModelInfo(name="mean_abs", version="1")
     score_prior = ScorePrior(n=100, mean=0.1, std=0.05, log_mean=np.log(0.1), log_std=0.3)
 

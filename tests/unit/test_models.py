@@ -315,3 +315,23 @@ def test_cuda_scores_match_cpu_scores(trained: Any) -> None:
     detector.to("cpu")
     assert gpu_scores.dtype == np.float32
     np.testing.assert_allclose(gpu_scores, cpu_scores, rtol=1e-3)
+
+
+def test_score_features_and_score_last_narrow_the_reconstruction_error():
+    rng = np.random.default_rng(0)
+    windows = rng.standard_normal((4, 10, 3)).astype(np.float32)
+    full = build_detector("lstm_ae", 10, 3, hidden1=4, hidden2=3, latent=2)
+    narrow = build_detector(
+        "lstm_ae", 10, 3, hidden1=4, hidden2=3, latent=2, score_features=[0], score_last=2
+    )
+    narrow.load_state_dict(full.state_dict())
+    full.network.eval()  # dropout off, as in score()
+    with torch.inference_mode():
+        recon = full.network(torch.from_numpy(windows)).numpy()
+    error = (recon - windows) ** 2
+    np.testing.assert_allclose(full.score(windows), error.mean(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(narrow.score(windows), error[:, -2:, 0].mean(axis=1), rtol=1e-5)
+    with pytest.raises(ValueError, match="score_features"):
+        build_detector("lstm_ae", 10, 3, score_features=[3])
+    with pytest.raises(ValueError, match="score_last"):
+        build_detector("lstm_ae", 10, 3, score_last=11)

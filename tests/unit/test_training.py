@@ -133,7 +133,12 @@ def test_train_on_series_builds_a_complete_checkpoint(checkpoint: Checkpoint) ->
     """The checkpoint carries shapes, channels, scaler, calibration and the fit summary."""
     assert checkpoint.window == WINDOW and checkpoint.stride == 5 and checkpoint.n_features == 3
     assert checkpoint.channels == ["X-1", "X-2"]
-    assert checkpoint.detector.hyperparameters == {**TINY, "dropout": 0.2}
+    assert checkpoint.detector.hyperparameters == {
+        **TINY,
+        "dropout": 0.2,
+        "score_features": None,
+        "score_last": None,
+    }
     assert checkpoint.package_version == __version__
     # Scaler from the concatenated training series only.
     both = np.concatenate([synthetic_series(300, seed=1), synthetic_series(200, seed=2)])
