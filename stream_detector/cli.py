@@ -106,6 +106,13 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     help="Early stopping patience (epochs without a better validation loss).",
 )
 @click.option(
+    "--score-features",
+    default="0",
+    show_default=True,
+    help="Columns the score is computed on: comma-separated indices, or 'all'. "
+    "SMAP/MSL column 0 is the telemetry value; the others are command flags.",
+)
+@click.option(
     "--hp",
     "hyper",
     multiple=True,
@@ -244,6 +251,52 @@ def alerts_tail(
                 f"  id {alert.alert_id}  model {alert.model.name}@{alert.model.version}"
             )
         sys.stdout.flush()
+
+
+@main.command()
+@click.option(
+    "--channel", default="A-1", show_default=True, help="SMAP/MSL channel with a labelled anomaly."
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="A smaller, faster model (window 50, 32/16 units, 15 epochs) instead of "
+    "the seed's (window 100, 128/64 units, up to 100 epochs).",
+)
+@click.option("--retrain", is_flag=True, help="Train even if the demo checkpoint exists.")
+@click.option(
+    "--speed",
+    type=float,
+    default=None,
+    help="Replay at N× real time (1 step = 1 s); default: as fast as possible.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path("artifacts"),
+    show_default=True,
+    help="Where the checkpoint and the daemon log go.",
+)
+@click.pass_context
+def demo(
+    ctx: click.Context,
+    channel: str,
+    quick: bool,
+    retrain: bool,
+    speed: float | None,
+    workdir: Path,
+) -> None:
+    """Train on a SMAP channel, stream its test split through Kafka, show the alerts.
+
+    Needs Kafka and Redis running (`make services-up`); `make demo` does it all.
+    """
+    from stream_detector.demo import FULL, QUICK, print_outcome, run_demo
+
+    outcome = run_demo(
+        _settings(ctx), channel, QUICK if quick else FULL, workdir, retrain=retrain, speed=speed
+    )
+    if not print_outcome(outcome):
+        ctx.exit(1)
 
 
 def _mount_producers() -> None:

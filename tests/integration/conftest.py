@@ -16,12 +16,16 @@ from typing import Any
 
 import pytest
 import torch
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
 
 from producers.synthetic import SyntheticChannel, make_synthetic_channels
 from stream_detector.models.base import FitConfig
 from stream_detector.records import AlertRecord
+from stream_detector.topics import (  # noqa: F401  (re-exported for the tests)
+    committed_offsets,
+    end_offsets,
+    group_caught_up,
+    read_topic,
+)
 from stream_detector.training.checkpoint import save_checkpoint
 from stream_detector.training.trainer import train_on_series
 
@@ -172,57 +176,8 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[[DaemonEnv], DaemonProcess
             proc.kill()
 
 
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 5.0) -> list[Any]:
-    """Every record currently on `topic`, from the beginning (no consumer group)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    try:
-        deadline = time.monotonic() + timeout_s
-        parts = None
-        while not parts and time.monotonic() < deadline:
-            parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                time.sleep(0.2)
-        if not parts:
-            return []
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list[Any] = []
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline + 30:
-                raise AssertionError(f"could not read {topic} to its end")
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend(records)
-        return out
-    finally:
-        consumer.close()
-
-
 def read_alerts(bootstrap: str, topic: str) -> list[AlertRecord]:
     return [AlertRecord.model_validate_json(r.value) for r in read_topic(bootstrap, topic)]
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        out = {}
-        for p in parts:
-            off = consumer.committed(TopicPartition(topic, p))
-            out[p] = -1 if off is None else off
-        return out
-    finally:
-        consumer.close()
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
-        return {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-    finally:
-        consumer.close()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -13,8 +13,7 @@ from stream_detector.records import DeadLetterRecord, telemetry_bytes
 from tests.integration.conftest import (
     SYNTHETIC_WINDOW,
     DaemonEnv,
-    committed_offsets,
-    end_offsets,
+    group_caught_up,
     read_topic,
     wait_until,
 )
@@ -88,9 +87,7 @@ def test_every_bad_record_is_dead_lettered_and_good_ones_are_scored(
     producer.close()
 
     def done() -> bool:
-        ends = end_offsets(kafka_bootstrap, env.telemetry)
-        got = committed_offsets(kafka_bootstrap, env.group, env.telemetry)
-        return all(got.get(p, -1) == e for p, e in ends.items() if e > 0)
+        return group_caught_up(kafka_bootstrap, env.group, env.telemetry)
 
     wait_until(done, 240, "all records consumed and committed")
     assert daemon.alive(), "the daemon must survive bad input"

@@ -13,6 +13,7 @@ from tests.integration.conftest import (
     DaemonEnv,
     committed_offsets,
     end_offsets,
+    group_caught_up,
     read_alerts,
     wait_until,
 )
@@ -33,9 +34,7 @@ def _env(kafka_bootstrap, redis_url, kafka_topics, checkpoint, **kw) -> DaemonEn
 
 
 def _all_committed(env: DaemonEnv) -> bool:
-    ends = end_offsets(env.bootstrap, env.telemetry)
-    got = committed_offsets(env.bootstrap, env.group, env.telemetry)
-    return all(got.get(p, -1) == end for p, end in ends.items() if end > 0)
+    return group_caught_up(env.bootstrap, env.group, env.telemetry)
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
