@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import structlog
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from stream_detector.buffers import Window
@@ -45,6 +47,7 @@ class DaemonStats:
     alerts: int = 0
     skipped_replayed: int = 0
     flushes: int = 0
+    keepalive_polls: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +58,7 @@ class DaemonStats:
             "alerts": self.alerts,
             "skipped_replayed": self.skipped_replayed,
             "flushes": self.flushes,
+            "keepalive_polls": self.keepalive_polls,
             "dead_letters": dict(self.dead_letters),
         }
 
@@ -97,6 +101,9 @@ class DetectorDaemon:
         self._dead: list[DeadLetterRecord] = []
         self._uncommitted: dict[TopicPartition, int] = {}  # next offset to commit
         self._oldest_uncommitted: float | None = None
+        self._last_poll = time.monotonic()
+        self._flushing = False
+        self._revoked_mid_flush: set[int] = set()
         self._consumer = consumer_factory(
             bootstrap_servers=kafka.bootstrap_servers,
             group_id=kafka.group_id,
@@ -136,6 +143,7 @@ class DetectorDaemon:
         try:
             while not self._stop.is_set():
                 polled = self._consumer.poll(timeout_ms=self.kafka.poll_timeout_ms)
+                self._last_poll = time.monotonic()
                 for tp, records in polled.items():
                     for rec in records:
                         self._accept(tp, rec)
@@ -236,9 +244,24 @@ class DetectorDaemon:
         if not self._uncommitted and not self._pending and not self._dead:
             return
         windows, self._pending = self._pending, []
+        self._flushing = True
+        try:
+            self._flush(windows)
+        finally:
+            self._flushing = False
+        if self._revoked_mid_flush:
+            self._drop_partitions(self._revoked_mid_flush)
+            self._revoked_mid_flush = set()
+
+    def _flush(self, windows: list[Window]) -> None:
         # 1. score and judge
         t0 = time.perf_counter()
-        scores = self.engine.score(windows)
+        chunks = []
+        step = self.engine.max_batch_size
+        for start in range(0, len(windows), step):
+            chunks.append(self.engine.score(windows[start : start + step]))
+            self._keep_alive()
+        scores = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         outcome = self.engine.decide(self._states, windows, scores)
         scored_s = time.perf_counter() - t0
         # 2. publish and wait for the broker's acknowledgement
@@ -286,7 +309,12 @@ class DetectorDaemon:
         # 4. commit input offsets
         if self._uncommitted:
             offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._uncommitted.items()}
-            self._consumer.commit(offsets=offsets)
+            try:
+                self._consumer.commit(offsets=offsets)
+            except CommitFailedError as exc:
+                # The group rebalanced while we scored: another member owns these records
+                # now and will see them again. The states saved above make that a no-op.
+                log.warning("commit_failed_after_rebalance", error=str(exc)[:200])
         self.stats.flushes += 1
         self.stats.windows += len(windows)
         self.stats.alerts += len(outcome.alerts)
@@ -300,10 +328,36 @@ class DetectorDaemon:
         self._uncommitted = {}
         self._oldest_uncommitted = None
 
+    def _keep_alive(self) -> None:
+        """Poll with every partition paused once half of max_poll_interval has passed.
+
+        A long scoring pass (a slow GPU, a big backlog) must not let the group think we
+        died: that would rebalance and fail our commit. A paused poll fetches nothing but
+        counts as a poll.
+        """
+        if time.monotonic() - self._last_poll < self.kafka.max_poll_interval_ms / 2000.0:
+            return
+        assigned = self._consumer.assignment()
+        self._consumer.pause(*assigned)
+        try:
+            polled = self._consumer.poll(timeout_ms=0)
+        finally:
+            self._consumer.resume(*(tp for tp in assigned if tp in self._consumer.assignment()))
+        self._last_poll = time.monotonic()
+        self.stats.keepalive_polls += 1
+        log.info("kept_alive_while_scoring", unexpected_records=sum(map(len, polled.values())))
+
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
         """Finish what we hold for the revoked partitions before another member takes them."""
         log.info("partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
-        self.flush()
         gone = {tp.partition for tp in revoked}
+        if self._flushing:
+            # Called from the keep-alive poll inside a flush: let the flush finish first.
+            self._revoked_mid_flush |= gone
+            return
+        self.flush()
+        self._drop_partitions(gone)
+
+    def _drop_partitions(self, gone: set[int]) -> None:
         for channel in [c for c, s in self._states.items() if s.partition in gone]:
             del self._states[channel]

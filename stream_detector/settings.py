@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from stream_detector.errors import ConfigError
 
 ENV_PREFIX = "SD_"
-_SECRET_LIKE = re.compile(r"url|key|token|secret|password", re.IGNORECASE)
+_SECRET_LIKE = re.compile(r"url|routing_key|api_key|webhook|token|secret|password", re.IGNORECASE)
 
 
 class KafkaSettings(BaseModel):

@@ -1,0 +1,95 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from stream_detector.cli import main
+from stream_detector.errors import ConfigError
+from stream_detector.settings import load_settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for key in list(__import__("os").environ):
+        if key.startswith("SD_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return monkeypatch
+
+
+def test_nested_env_settings(clean_env):
+    clean_env.setenv("SD_KAFKA__MAX_POLL_RECORDS", "17")
+    clean_env.setenv("SD_THRESHOLD__K", "3.5")
+    s = load_settings()
+    assert s.kafka.max_poll_records == 17 and s.threshold.k == 3.5
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "named"),
+    [
+        ("SD_KAFKA__MAX_POLL_RECORDS", "0", "SD_KAFKA__MAX_POLL_RECORDS"),
+        ("SD_THRESHOLD__ALPHA", "2", "SD_THRESHOLD__ALPHA"),
+        ("SD_BATCHING__MAX_BATCH_SIZE", "many", "SD_BATCHING__MAX_BATCH_SIZE"),
+        ("SD_MODEL__DEVICE", "tpu", "SD_MODEL__DEVICE"),
+        ("SD_KAFKA__AUTO_OFFSET_RESET", "middle", "SD_KAFKA__AUTO_OFFSET_RESET"),
+    ],
+)
+def test_bad_values_fail_naming_the_setting(clean_env, var, value, named):
+    clean_env.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.setting == named
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code != 0 and named in result.output
+
+
+def test_env_file_is_read(clean_env, tmp_path):
+    (tmp_path / ".env").write_text("SD_KAFKA__GROUP_ID=from-dotenv\n")
+    assert load_settings().kafka.group_id == "from-dotenv"
+
+
+def test_config_masks_secrets(clean_env):
+    clean_env.setenv("SD_REDIS__URL", "redis://:hunter2@db:6379/0")
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output
+    shown = json.loads(result.output)
+    assert shown["redis"]["url"] == "**********"
+
+
+def test_secret_not_echoed_in_config_errors(clean_env):
+    clean_env.setenv("SD_REDIS__KEY_PREFIX", "has space")  # invalid, and not secret
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "has space" in str(info.value)
+
+
+def test_topics_must_differ(clean_env):
+    clean_env.setenv("SD_KAFKA__ALERTS_TOPIC", "telemetry")
+    with pytest.raises(ConfigError, match="distinct"):
+        load_settings()
+
+
+COMMANDS = [
+    [], ["run"], ["train"], ["config"], ["alerts"], ["alerts", "tail"], ["demo"], ["replay"],
+    ["synthetic"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "main")
+def test_every_command_has_help(clean_env, args):
+    result = CliRunner().invoke(main, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and len(result.output.splitlines()) > 4
+
+
+def test_train_rejects_bad_score_features(clean_env):
+    result = CliRunner().invoke(main, ["train", "--channel", "A-1", "--score-features", "x"])
+    assert result.exit_code != 0 and "--score-features" in result.output
+
+
+def test_run_without_checkpoint_names_the_setting(clean_env, tmp_path):
+    clean_env.setenv("SD_MODEL__CHECKPOINT", str(tmp_path / "missing.pt"))
+    result = CliRunner().invoke(main, ["run"])
+    assert result.exit_code != 0
+    assert "SD_MODEL__CHECKPOINT" in result.output
