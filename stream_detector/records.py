@@ -11,17 +11,17 @@ import hashlib
 import json
 import math
 import time
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stream_detector.errors import BadRecord
 
-TELEMETRY_SCHEMA_VERSION = 1
-ALERT_SCHEMA_VERSION = 1
-DEAD_LETTER_SCHEMA_VERSION = 1
-SCORE_SCHEMA_VERSION = 1
+TELEMETRY_SCHEMA_VERSION: Final = 1
+ALERT_SCHEMA_VERSION: Final = 1
+DEAD_LETTER_SCHEMA_VERSION: Final = 1
+SCORE_SCHEMA_VERSION: Final = 1
 
 CHANNEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$"
 

@@ -79,9 +79,7 @@ class LSTMAutoencoder(ReconstructionDetector):
         self.hidden2 = hidden2
         self.latent = latent
         self.dropout = dropout
-        super().__init__(
-            window, n_features, score_features=score_features, score_last=score_last
-        )
+        super().__init__(window, n_features, score_features=score_features, score_last=score_last)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:

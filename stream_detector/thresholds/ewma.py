@@ -14,6 +14,7 @@ from typing import Any
 from stream_detector.thresholds.base import (
     Decision,
     ScorePrior,
+    Status,
     ThresholdState,
     ThresholdStrategy,
     register_threshold,
@@ -83,5 +84,5 @@ class EwmaSigmaThreshold(ThresholdStrategy):
         mean += rate * delta
         var = (1.0 - rate) * (var + rate * delta * delta)
         new_state = {"n": n + 1, "w": w + 1.0, "mean": mean, "var": var}
-        status = "normal" if warm else "not_ready"
+        status: Status = "normal" if warm else "not_ready"
         return new_state, Decision(status, self._inverse(limit) if has_stats else None)

@@ -71,7 +71,14 @@ def test_topics_must_differ(clean_env):
 
 
 COMMANDS = [
-    [], ["run"], ["train"], ["config"], ["alerts"], ["alerts", "tail"], ["demo"], ["replay"],
+    [],
+    ["run"],
+    ["train"],
+    ["config"],
+    ["alerts"],
+    ["alerts", "tail"],
+    ["demo"],
+    ["replay"],
     ["synthetic"],
 ]
 
