@@ -103,6 +103,8 @@ def _apply(
     "--data-root",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=DEFAULT_DATA_ROOT,
+    envvar="SD_DATA__ROOT",
+    show_envvar=True,
     show_default=True,
     help="SMAP/MSL folder holding train/<chan>.npy and test/<chan>.npy.",
 )

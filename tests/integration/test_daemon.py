@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import defaultdict
 
 import pytest
@@ -83,6 +86,31 @@ def test_alerts_cover_injected_anomalies_and_sigterm_drains(
         assert len(far) <= 2, f"{channel.name}: false alarms far from any anomaly: {far}"
     # The tiny test model misses the odd subtle anomaly (a flatline); most must be caught.
     assert caught >= 0.8 * (caught + missed), f"caught {caught}, missed {missed}: {dict(episodes)}"
+    # The operator's view of the same topic.
+    tail = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream_detector.cli",
+            "alerts",
+            "tail",
+            "--from-beginning",
+            "--max",
+            str(len(alerts)),
+            "--timeout",
+            "20",
+            "--json",
+        ],
+        env=env.environ(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tail.returncode == 0, tail.stderr
+    tailed = [json.loads(line) for line in tail.stdout.splitlines()]
+    assert sorted((a["alert_id"], a["revision"]) for a in tailed) == sorted(
+        (a.alert_id, a.revision) for a in alerts
+    )
     # Every event of one episode shares its id; revisions are distinct within an episode.
     by_id = defaultdict(list)
     for alert in alerts:
