@@ -44,6 +44,7 @@ def build_engine(settings: Settings, model: ScoringModel) -> DetectionEngine:
             warmup=t.warmup,
             prior_weight=t.prior_weight,
             log_scores=t.log_scores,
+            min_ratio=t.min_ratio,
         )
     except KeyError as exc:
         raise ConfigError("SD_THRESHOLD__KIND", str(exc)) from None

@@ -91,6 +91,11 @@ class ThresholdSettings(BaseModel):
     log_scores: bool = Field(
         default=False, description="track log(score) instead of the score itself"
     )
+    min_ratio: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="never alarm below this multiple of the channel's typical score",
+    )
 
 
 class AlertSettings(BaseModel):

@@ -34,7 +34,9 @@ def test_warmup_then_alarm_above_mean_plus_k_sigma():
 
 def test_prior_from_training_makes_the_channel_ready_after_warmup_only():
     prior = ScorePrior(n=1000, mean=1.0, std=0.5, log_mean=math.log(0.01), log_std=0.5)
-    thr = build_threshold("ewma_sigma", k=4.0, alpha=0.01, warmup=2, prior_weight=100)
+    thr = build_threshold(
+        "ewma_sigma", k=4.0, alpha=0.01, warmup=2, prior_weight=100, log_scores=True
+    )
     state = thr.initial_state(prior)
     state, d = thr.step(state, 100.0)
     assert d.status == "not_ready"
@@ -51,3 +53,21 @@ def test_step_does_not_mutate_its_input():
     copy = dict(state)
     thr.step(state, 1.0)
     assert state == copy
+
+
+def test_relative_floor_keeps_quiet_wiggles_below_the_threshold():
+    # Scores around 1.0 with a tiny spread: mean + 4σ sits just above 1.0, so a 5 % wiggle
+    # would alarm; the floor of 2 × mean does not.
+    plain = build_threshold("ewma_sigma", k=4, alpha=0.1, warmup=0, prior_weight=0)
+    floored = build_threshold("ewma_sigma", k=4, alpha=0.1, warmup=0, prior_weight=0, min_ratio=2)
+    s1, s2 = plain.initial_state(None), floored.initial_state(None)
+    for i in range(200):
+        x = 1.0 + 0.001 * (-1) ** i
+        s1, _ = plain.step(s1, x)
+        s2, _ = floored.step(s2, x)
+    assert plain.step(s1, 1.05)[1].status == "anomalous"
+    _, d = floored.step(s2, 1.05)
+    assert d.status == "normal" and d.threshold == pytest.approx(2.0, rel=1e-3)
+    assert floored.step(s2, 2.1)[1].status == "anomalous"
+    with pytest.raises(ValueError):
+        build_threshold("ewma_sigma", min_ratio=0.5)
