@@ -119,12 +119,20 @@ def _bare_consume(bootstrap: str, topic: str, records: int) -> float:
 @click.option(
     "--workdir", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True
 )
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Serve this SMAP checkpoint instead of training the small benchmark model "
+    "(e.g. artifacts/demo-A-1-w100.pt, the seed-size model `make demo` trains).",
+)
 def main(
     n_channels: int,
     steps_per_record: int,
     latency_rate: float,
     latency_seconds: float,
     workdir: Path,
+    checkpoint: Path | None,
 ) -> None:
     """Measure the daemon's throughput and latency against a bare consumer."""
     settings = load_settings()
@@ -134,7 +142,7 @@ def main(
     from stream_detector.data.smap_msl import channel_ids
 
     channels = channel_ids(root, "SMAP")[:n_channels]
-    checkpoint = workdir / "bench-A-1-w50.pt"
+    checkpoint = checkpoint or workdir / "bench-A-1-w50.pt"
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SD_")} | {
         "SD_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "SD_REDIS__URL": settings.redis.url.get_secret_value(),
