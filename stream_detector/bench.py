@@ -246,7 +246,15 @@ def main(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
         f"python {platform.python_version()}, device cpu (torch threads 1)"
     )
-    click.echo("model: lstm_ae window 50 (32/16/8 units), stride 1, one window scored per step")
+    from stream_detector.serving import ServedModel
+
+    served = ServedModel.load(checkpoint, device="cpu")
+    hp = served.checkpoint.detector.hyperparameters
+    click.echo(
+        f"model: {served.model_info.name} {served.model_info.version} ({checkpoint}), "
+        f"window {served.window}, units {hp.get('hidden1')}/{hp.get('hidden2')}/"
+        f"{hp.get('latent')}, stride {served.stride}: one window scored per step"
+    )
     click.echo(
         f"produce: {report.steps_per_second:,.0f} channel-steps/s ({report.records:,} records)"
     )
