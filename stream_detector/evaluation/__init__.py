@@ -1,0 +1,1 @@
+"""Scoring detectors against labelled anomalies, the way a careful reviewer would."""

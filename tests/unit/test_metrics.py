@@ -1,0 +1,91 @@
+"""Event-level scoring on hand-made cases."""
+
+import numpy as np
+import pytest
+
+from stream_detector.evaluation.metrics import (
+    count_channel,
+    merge_spans,
+    pr_auc,
+    roc_auc,
+    spans_from_flags,
+    summarise,
+)
+
+
+def test_overlap_counts_a_labelled_sequence_once():
+    c = count_channel("c", [(10, 20)], [(15, 16), (19, 25)], 100)
+    assert (c.tp, c.fn, c.fp) == (1, 0, 0)
+    assert c.predicted == [(15, 16), (19, 25)]
+    assert c.flagged_points == 9 and c.true_flagged_points == 4
+    assert c.delays == [5]
+
+
+def test_adjacent_predictions_merge_and_a_miss_by_one_is_a_miss():
+    c = count_channel("c", [(10, 20)], [(0, 4), (5, 9)], 100)
+    assert c.predicted == [(0, 9)]
+    assert (c.tp, c.fn, c.fp) == (0, 1, 1)
+
+
+def test_empty_predictions():
+    c = count_channel("c", [(10, 20), (50, 60)], [], 100)
+    assert (c.tp, c.fn, c.fp, c.flagged_points) == (0, 2, 0, 0)
+    m = summarise([c])
+    assert m.precision == 0.0 and m.recall == 0.0 and m.f1 == 0.0 and m.mean_delay is None
+
+
+def test_one_prediction_spanning_two_labels_finds_both():
+    c = count_channel("c", [(10, 20), (30, 40)], [(15, 35)], 100)
+    assert (c.tp, c.fn, c.fp) == (2, 0, 0)
+    assert c.delays == [5, 0]  # it started before the second label: on time
+
+
+def test_flagging_everything_scores_perfect_events_but_a_poor_composite():
+    labels = [(10, 20), (70, 74)]
+    m = summarise([count_channel("c", labels, [(0, 99)], 100)])
+    assert m.precision == 1.0 and m.recall == 1.0 and m.f1 == 1.0
+    assert m.flagged_fraction == 1.0
+    assert m.point_precision == pytest.approx(16 / 100)
+    assert m.composite_f1 == pytest.approx(2 * 0.16 / 1.16)
+
+
+def test_aggregation_sums_counts_over_channels():
+    a = count_channel("a", [(10, 20)], [(12, 12), (80, 85)], 100)
+    b = count_channel("b", [(5, 6)], [], 50)
+    m = summarise([a, b])
+    assert (m.tp, m.fp, m.fn) == (1, 1, 1)
+    assert m.precision == 0.5 and m.recall == 0.5
+    assert m.f05 == pytest.approx(0.5)
+    assert m.flagged_fraction == pytest.approx(7 / 150)
+    assert m.point_precision == pytest.approx(1 / 7)
+    # point-adjusted: the found segment counts whole (11 points), the missed one not at all
+    adj_p = 11 / (7 + 10)
+    adj_r = 11 / 13
+    assert m.point_adjusted_f1 == pytest.approx(2 * adj_p * adj_r / (adj_p + adj_r))
+
+
+def test_predictions_are_clipped_to_the_series():
+    c = count_channel("c", [(95, 99)], [(90, 120), (-5, -1)], 100)
+    assert c.predicted == [(90, 99)] and c.flagged_points == 10
+
+
+def test_span_helpers():
+    assert merge_spans([(5, 6), (1, 2), (3, 3)]) == [(1, 3), (5, 6)]  # 4 is a gap
+    assert spans_from_flags(np.array([0, 1, 1, 0, 1], bool)) == [(1, 2), (4, 4)]
+    with pytest.raises(ValueError):
+        merge_spans([(3, 2)])
+
+
+def test_roc_auc_by_hand():
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    labels = np.array([0, 0, 1, 1], bool)
+    assert roc_auc(scores, labels) == pytest.approx(0.75)
+    assert roc_auc(np.array([1.0, 1.0]), np.array([0, 1], bool)) == pytest.approx(0.5)
+    assert roc_auc(scores, np.zeros(4, bool)) is None
+
+
+def test_pr_auc_by_hand():
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    labels = np.array([1, 0, 1, 0], bool)
+    # precision at the recall steps: 1/1 at r=0.5, 2/3 at r=1.0
+    assert pr_auc(scores, labels) == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
