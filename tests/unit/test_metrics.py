@@ -89,3 +89,22 @@ def test_pr_auc_by_hand():
     labels = np.array([1, 0, 1, 0], bool)
     # precision at the recall steps: 1/1 at r=0.5, 2/3 at r=1.0
     assert pr_auc(scores, labels) == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
+
+
+DATA = (
+    __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "datasets" / "smap_msl"
+)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="SMAP/MSL data not found")
+@pytest.mark.parametrize(
+    ("spacecraft", "f1", "composite", "flagged"),
+    [("SMAP", 0.867, 0.750, 0.045), ("MSL", 0.806, 0.562, 0.092)],
+)
+def test_scorer_reproduces_telemanoms_published_run(spacecraft, f1, composite, flagged):
+    from stream_detector.evaluation.reference import telemanom_reference
+
+    m = summarise(telemanom_reference(DATA, spacecraft))
+    assert m.f1 == pytest.approx(f1, abs=5e-4)
+    assert m.composite_f1 == pytest.approx(composite, abs=5e-4)
+    assert m.flagged_fraction == pytest.approx(flagged, abs=5e-4)
