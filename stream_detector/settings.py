@@ -118,6 +118,77 @@ class DataSettings(BaseModel):
     root: Path = Path("../shared/datasets/smap_msl")
 
 
+class SeverityLevels(BaseModel):
+    """Severity from peak score ÷ threshold; shared by the sinks (PagerDuty's severity, Slack's
+    "update only when severity rises")."""
+
+    critical_ratio: float = Field(default=4.0, gt=0)
+    error_ratio: float = Field(default=2.0, gt=0)
+    no_threshold: Literal["critical", "error", "warning", "info"] = Field(
+        default="error", description="severity of an alert whose threshold is unknown"
+    )
+
+
+class SlackSinkSettings(BaseModel):
+    webhook_url: SecretStr | None = Field(
+        default=None, description="Slack incoming webhook URL (the URL is the credential)"
+    )
+    group_window_s: float = Field(
+        default=2.0, ge=0, description="alerts arriving within this window share one message"
+    )
+    rate_per_s: float = Field(
+        default=1.0, gt=0, description="messages per second per webhook (Slack allows ~1)"
+    )
+    group_id: str = "stream-detector-sink-slack"
+
+
+class PagerDutySinkSettings(BaseModel):
+    routing_key: SecretStr | None = Field(
+        default=None, description="Events API v2 integration (routing) key"
+    )
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    rate_per_s: float = Field(
+        default=2.0, gt=0, description="events per second (PagerDuty allows ~120/min per key)"
+    )
+    group_id: str = "stream-detector-sink-pagerduty"
+
+
+class WebhookSinkSettings(BaseModel):
+    url: SecretStr | None = None
+    hmac_secret: SecretStr | None = Field(
+        default=None, description="sign each body with HMAC-SHA256 when set"
+    )
+    rate_per_s: float = Field(default=50.0, gt=0)
+    group_id: str = "stream-detector-sink-webhook"
+
+
+class DeliverySettings(BaseModel):
+    timeout_s: float = Field(default=10.0, gt=0, description="per HTTP attempt")
+    max_attempts: int = Field(
+        default=0,
+        ge=0,
+        description="attempts per message before it goes to the sink dead-letter topic; "
+        "0 retries until the receiver accepts (no alert lost in an outage)",
+    )
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    retry_after_max_s: float = Field(
+        default=300.0, gt=0, description="cap on a receiver's Retry-After"
+    )
+    dedupe_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=1, description="how long a delivered alert event is remembered"
+    )
+
+
+class SinkSettings(BaseModel):
+    slack: SlackSinkSettings = SlackSinkSettings()
+    pagerduty: PagerDutySinkSettings = PagerDutySinkSettings()
+    webhook: WebhookSinkSettings = WebhookSinkSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    severity: SeverityLevels = SeverityLevels()
+    dead_letter_topic: str = "alerts.sink-dlq"
+
+
 class Settings(BaseSettings):
     """Everything stream-detector can be told, in one tree."""
 
@@ -137,6 +208,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     logging: LoggingSettings = LoggingSettings()
     data: DataSettings = DataSettings()
+    sinks: SinkSettings = SinkSettings()
 
     @model_validator(mode="after")
     def _topics_distinct(self) -> Settings:
