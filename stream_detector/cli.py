@@ -161,16 +161,7 @@ def train(
     _limit_torch_threads(settings)
     root = data_root or settings.data.root
     target = out or settings.model.checkpoint
-    hyperparameters: dict[str, Any] = {}
-    if score_features.strip().lower() != "all":
-        try:
-            hyperparameters["score_features"] = [int(c) for c in score_features.split(",")]
-        except ValueError:
-            raise click.BadParameter(
-                f"expected indices like 0 or 0,3 or 'all', got {score_features!r}",
-                param_hint="--score-features",
-            ) from None
-    hyperparameters.update(_parse_hp(item) for item in hyper)
+    hyperparameters = _hyperparameters(score_features, hyper)
     fit = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed)
     started = time.perf_counter()
     try:
@@ -198,6 +189,20 @@ def train(
     )
 
 
+def _hyperparameters(score_features: str, hyper: tuple[str, ...]) -> dict[str, Any]:
+    hyperparameters: dict[str, Any] = {}
+    if score_features.strip().lower() != "all":
+        try:
+            hyperparameters["score_features"] = [int(c) for c in score_features.split(",")]
+        except ValueError:
+            raise click.BadParameter(
+                f"expected indices like 0 or 0,3 or 'all', got {score_features!r}",
+                param_hint="--score-features",
+            ) from None
+    hyperparameters.update(_parse_hp(item) for item in hyper)
+    return hyperparameters
+
+
 def _parse_hp(item: str) -> tuple[str, Any]:
     name, sep, raw = item.partition("=")
     if not sep or not name:
@@ -206,6 +211,95 @@ def _parse_hp(item: str) -> tuple[str, Any]:
         return name, json.loads(raw)
     except json.JSONDecodeError:
         return name, raw
+
+
+@main.command()
+@click.option("--model", "kind", default="lstm_ae", show_default=True, help="Detector kind.")
+@click.option(
+    "--dataset", type=click.Choice(["smap", "msl", "both"]), default="smap", show_default=True
+)
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    help="Only these channels (repeatable); default: every labelled channel.",
+)
+@click.option("--window", type=int, default=100, show_default=True)
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--patience", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--train-stride", type=int, default=1, show_default=True)
+@click.option(
+    "--score-features",
+    default="0",
+    show_default=True,
+    help="Columns the score is computed on, or 'all'.",
+)
+@click.option(
+    "--hp", "hyper", multiple=True, metavar="NAME=VALUE", help="Model hyperparameter (repeatable)."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder [default: artifacts/eval/<model>-<dataset>-<time>].",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the per-channel plots.")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="SMAP/MSL folder [default: SD_DATA__ROOT].",
+)
+@click.pass_context
+def evaluate(
+    ctx: click.Context,
+    kind: str,
+    dataset: str,
+    channels: tuple[str, ...],
+    window: int,
+    epochs: int,
+    patience: int,
+    batch_size: int,
+    train_stride: int,
+    score_features: str,
+    hyper: tuple[str, ...],
+    seed: int,
+    out: Path | None,
+    no_plots: bool,
+    data_root: Path | None,
+) -> None:
+    """Train per channel, score each test split causally through the daemon's engine, and
+    report event-level metrics beside telemanom's published run.
+
+    Thresholds and episode rules come from the settings (SD_THRESHOLD__*, SD_ALERTS__*),
+    exactly as the daemon reads them. Writes channels.csv, summary.md and plots/.
+    """
+    from stream_detector.evaluation.runner import ModelRecipe, write_report
+    from stream_detector.evaluation.runner import evaluate as run_evaluation
+    from stream_detector.models.base import FitConfig
+
+    settings = _settings(ctx)
+    _limit_torch_threads(settings)
+    root = data_root or settings.data.root
+    recipe = ModelRecipe(
+        kind=kind,
+        window=window,
+        hyperparameters=_hyperparameters(score_features, hyper),
+        fit=FitConfig(epochs=epochs, patience=patience, batch_size=batch_size, seed=seed),
+        train_stride=train_stride,
+    )
+    target = out or Path("artifacts/eval") / f"{kind}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        report = run_evaluation(root, dataset, recipe, settings, channels=list(channels) or None)
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = write_report(report, root, target, plots=not no_plots)
+    click.echo(summary.read_text())
+    click.echo(
+        f"wrote {target}/channels.csv, {summary}" + ("" if no_plots else f", {target}/plots/")
+    )
 
 
 @main.group()

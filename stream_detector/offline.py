@@ -26,13 +26,21 @@ class OfflineRun:
     scores: list[float] = field(default_factory=list)
     thresholds: list[float | None] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
+    still_open: tuple[int, int] | None = None  # an episode the stream ended in
 
     def episodes(self) -> list[tuple[int, int]]:
-        """(first_seq, last_seq) of every episode, from its last event."""
-        last: dict[str, AlertRecord] = {}
+        """(first_seq, last_seq) of every episode.
+
+        A resolved episode's span comes from its resolve event; one still open when the
+        stream ended runs to its last anomalous window (its latest event may be older).
+        """
+        spans: dict[int, int] = {}
         for alert in self.alerts:
-            last[alert.alert_id] = alert
-        return sorted((a.first_seq, a.last_seq) for a in last.values())
+            spans[alert.first_seq] = max(spans.get(alert.first_seq, alert.last_seq), alert.last_seq)
+        if self.still_open is not None:
+            first, last = self.still_open
+            spans[first] = max(spans.get(first, last), last)
+        return sorted(spans.items())
 
 
 def run_offline(
@@ -72,4 +80,7 @@ def run_offline(
         if len(pending) >= flush_windows:
             flush()
     flush()
+    episode = states[channel].episode
+    if episode.active:
+        run.still_open = (episode.first_seq, episode.last_seq)
     return run
