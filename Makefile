@@ -9,7 +9,7 @@ export SD_KAFKA__BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 export SD_REDIS__URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 export SD_DATA__ROOT ?= $(abspath ../shared/datasets/smap_msl)
 
-.PHONY: help install system-deps services-up services-down test test-fast lint demo bench clean
+.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,14 @@ demo: services-up ## train on a SMAP channel, replay it through Kafka, print the
 
 bench: services-up ## throughput and latency of the daemon against a bare consumer
 	$(BIN)/python -m stream_detector.bench
+
+EVAL_MODELS ?= lstm_ae
+EVAL_FLAGS ?= --window 50 --epochs 15 --patience 4 --train-stride 2
+evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels → docs/results.md (hours on a CPU)
+	for m in $(EVAL_MODELS); do \
+	  $(BIN)/stream-detector evaluate --model $$m --dataset both $(EVAL_FLAGS) --out artifacts/eval/$$m-both || exit 1; \
+	done
+	$(BIN)/python -m stream_detector.evaluation.collect $(addprefix artifacts/eval/,$(addsuffix -both,$(EVAL_MODELS))) > docs/results.md
 
 clean: services-down ## remove caches and run state (keeps .venv)
 	rm -rf .run artifacts .pytest_cache .ruff_cache .mypy_cache

@@ -277,6 +277,7 @@ def write_report(report: EvaluationReport, root: Path, out_dir: Path, plots: boo
     ]
     summary = out_dir / "summary.md"
     summary.write_text("\n".join(lines))
+    (out_dir / "summary.json").write_text(json.dumps(_summary_rows(report, root), indent=2))
     if plots:
         from stream_detector.evaluation.plots import plot_channel
 
@@ -292,6 +293,37 @@ def write_report(report: EvaluationReport, root: Path, out_dir: Path, plots: boo
                 out_dir / "plots" / f"{o.row.chan_id}.png",
             )
     return summary
+
+
+def _summary_rows(report: EvaluationReport, root: Path) -> dict[str, Any]:
+    """Machine-readable twin of summary.md, for `collect` to build docs/results.md."""
+    rows = []
+    for craft, m in report.by_spacecraft().items():
+        outs = [o for o in report.outcomes if o.row.spacecraft == craft]
+        aucs = [o.roc_auc for o in outs if o.roc_auc is not None]
+        praucs = [o.pr_auc for o in outs if o.pr_auc is not None]
+        score_s = sum(o.score_s for o in outs)
+        chans = {o.row.chan_id for o in outs}
+        ref = summarise([c for c in telemanom_reference(root, craft) if c.channel in chans])
+        rows.append(
+            {
+                "spacecraft": craft,
+                "metrics": m.to_dict(),
+                "roc_auc": float(np.mean(aucs)) if aucs else None,
+                "pr_auc": float(np.mean(praucs)) if praucs else None,
+                "train_s_per_channel": float(np.mean([o.train_s for o in outs])),
+                "score_steps_per_s": sum(len(o.run.scores) for o in outs) / score_s
+                if score_s
+                else None,
+                "telemanom": ref.to_dict(),
+            }
+        )
+    return {
+        "recipe": report.recipe.describe(),
+        "threshold": report.settings["threshold"],
+        "alerts": report.settings["alerts"],
+        "rows": rows,
+    }
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
