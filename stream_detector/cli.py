@@ -404,5 +404,15 @@ def _mount_producers() -> None:
 
 _mount_producers()
 
+
+def _mount_sinks() -> None:
+    from stream_detector.sinks.cli import silence_group, sink_group
+
+    main.add_command(sink_group, "sink")
+    main.add_command(silence_group, "silence")
+
+
+_mount_sinks()
+
 if __name__ == "__main__":
     main()
