@@ -4,7 +4,16 @@ Importing this package registers the built-in models; a new model is one module 
 decorates its class with ``@register`` and is imported here.
 """
 
+from stream_detector.models import dense_ae as _dense_ae  # noqa: F401 - registers "dense_ae"
 from stream_detector.models import lstm_ae as _lstm_ae  # noqa: F401 - registers "lstm_ae"
+from stream_detector.models import (  # noqa: F401 - registers "lstm_ae_chapter"
+    lstm_ae_chapter as _lstm_ae_chapter,
+)
+from stream_detector.models import (  # noqa: F401 - registers "lstm_ae_small"
+    lstm_ae_small as _lstm_ae_small,
+)
+from stream_detector.models import lstm_dt as _lstm_dt  # noqa: F401 - registers "lstm_dt"
+from stream_detector.models import vae as _vae  # noqa: F401 - registers "vae"
 from stream_detector.models.base import (
     Detector,
     FitConfig,

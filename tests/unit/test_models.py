@@ -28,6 +28,20 @@ N_FEATURES = 3
 # Every registered kind needs tiny sizes here, so its contract tests stay fast.
 TINY_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "lstm_ae": {"hidden1": 16, "hidden2": 8, "latent": 4},
+    "lstm_ae_small": {"outer": 16, "latent": 4},
+    "dense_ae": {"hidden": [32, 16, 8]},
+    "vae": {"hidden": [32, 16], "latent": 4},
+    "lstm_ae_chapter": {"hidden": 16, "num_layers": 2, "latent": 4},
+    # A predictor only sees an anomaly in the steps it predicts, and the contract puts them
+    # mid-window: so predict all columns of the last half. loss="absolute" trains on what it
+    # scores (the contract equates mean val score and val loss). The defaults (newest value
+    # of column 0, MSE training) are tested on streams in test_model_zoo.
+    "lstm_dt": {
+        "hidden": [16, 16],
+        "n_predictions": WINDOW // 2,
+        "score_features": [0, 1, 2],
+        "loss": "absolute",
+    },
 }
 CPU_FIT = FitConfig(epochs=40, lr=3e-3, device="cpu", patience=10)
 

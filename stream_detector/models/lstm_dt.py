@@ -1,0 +1,187 @@
+"""telemanom's LSTM next-value predictor (``kind = "lstm_dt"``; Hundman et al., KDD 2018).
+
+The strongest published baseline on SMAP/MSL. A window of W steps is split in two: the
+first W − n steps of every feature are the history, the last n steps of the target
+column(s) (column 0, the telemetry value, by default) are what the model predicts. The
+network is telemanom's: stacked LSTMs (2 × 80 units) with dropout 0.3 after each, the last
+LSTM's final state, and a linear Dense layer with one output per predicted value.
+It trains on the mean squared prediction error (telemanom's ``loss_metric: mse``) and a
+window's score is the mean *absolute* prediction error over its predicted values
+(telemanom's raw error ``e = |ŷ − y|``, before its EWMA smoothing and dynamic threshold,
+which belong to the thresholding side, not to the model).
+
+telemanom's settings map onto ours as: ``l_s = 250`` history steps and ``n_predictions =
+10`` are ``window = 260, n_predictions = 10``; its training (batch 64, ≤35 epochs, early
+stopping patience 10, 20 % validation) is a ``FitConfig``. With ``n_predictions > 1``
+telemanom scores each time step by aggregating the overlapping predictions of consecutive
+windows for that step; a per-window score cannot see other windows, so ours averages the
+window's own n predictions. With the default ``n_predictions = 1`` the two agree: the score
+of a window is the error of the prediction of its newest value.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Literal, Self
+
+import numpy as np
+import torch
+from torch import nn
+
+from stream_detector.models.base import (
+    Detector,
+    FitConfig,
+    FitHistory,
+    register,
+    resolve_device,
+)
+from stream_detector.models.torch_training import fit_network, windows_to_tensor
+
+__all__ = ["LSTMNextValuePredictor", "TelemanomNetwork"]
+
+TrainingLoss = Literal["squared", "absolute"]
+
+
+class TelemanomNetwork(nn.Module):
+    """History (B, L, F) -> predictions (B, n_predictions, n_targets)."""
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden: list[int],
+        dropout: float,
+        n_predictions: int,
+        n_targets: int,
+    ) -> None:
+        super().__init__()
+        self.n_predictions = n_predictions
+        self.n_targets = n_targets
+        sizes = [n_features, *hidden]
+        self.lstms = nn.ModuleList(
+            nn.LSTM(size_in, size_out, batch_first=True)
+            for size_in, size_out in itertools.pairwise(sizes)
+        )
+        # telemanom puts a Dropout after every LSTM, the last one included.
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden[-1], n_predictions * n_targets)
+
+    def forward(self, history: torch.Tensor) -> torch.Tensor:
+        sequence = history
+        for lstm in self.lstms:
+            sequence, _ = lstm(sequence)
+            sequence = self.dropout(sequence)
+        prediction = self.head(sequence[:, -1])
+        return prediction.reshape(-1, self.n_predictions, self.n_targets)
+
+
+@register
+class LSTMNextValuePredictor(Detector):
+    """Predicts the window's last ``n_predictions`` target values from the steps before them."""
+
+    kind = "lstm_dt"
+
+    def __init__(
+        self,
+        window: int,
+        n_features: int,
+        *,
+        hidden: list[int] | None = None,
+        dropout: float = 0.3,
+        n_predictions: int = 1,
+        loss: TrainingLoss = "squared",
+        score_features: list[int] | None = None,
+    ) -> None:
+        super().__init__(window, n_features)
+        hidden = [80, 80] if hidden is None else [int(size) for size in hidden]
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden must be a non-empty list of positive sizes, got {hidden}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        if not 1 <= n_predictions < window:
+            raise ValueError(
+                f"n_predictions must lie in [1, window - 1] = [1, {window - 1}], "
+                f"got {n_predictions}: the window must leave at least one step of history"
+            )
+        if loss not in ("squared", "absolute"):
+            raise ValueError(f"loss must be 'squared' or 'absolute', got {loss!r}")
+        # The columns predicted and scored. The name matches the reconstruction models', so
+        # the same setting (the CLI's --score-features) means "score the telemetry value".
+        targets = [0] if score_features is None else [int(f) for f in score_features]
+        if not targets or not all(0 <= f < n_features for f in targets):
+            raise ValueError(
+                f"score_features must be column indices in [0, {n_features}), got {targets}"
+            )
+        self.hidden = hidden
+        self.dropout = float(dropout)
+        self.n_predictions = n_predictions
+        self.loss: TrainingLoss = loss
+        self.score_features = targets
+        self.network = TelemanomNetwork(
+            n_features, hidden, self.dropout, n_predictions, len(targets)
+        )
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "hidden": list(self.hidden),
+            "dropout": self.dropout,
+            "n_predictions": self.n_predictions,
+            "loss": self.loss,
+            "score_features": list(self.score_features),
+        }
+
+    def to(self, device: str | torch.device) -> Self:
+        self.device = resolve_device(device)
+        self.network.to(self.device)
+        return self
+
+    def _prediction_error(self, network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """Signed errors (B, n_predictions, n_targets) of predicting the window's last steps."""
+        history = batch[:, : -self.n_predictions, :]
+        target = batch[:, -self.n_predictions :, self.score_features]
+        return network(history) - target
+
+    def _batch_loss(self, network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        error = self._prediction_error(network, batch)
+        if self.loss == "absolute":
+            return torch.mean(torch.abs(error))
+        return torch.mean(error**2)
+
+    def fit(
+        self,
+        train: np.ndarray,
+        val: np.ndarray | None,
+        config: FitConfig,
+        progress: bool = True,
+    ) -> FitHistory:
+        self.check_windows(train)
+        if val is not None and len(val) > 0:
+            self.check_windows(val)
+        self.to(config.device)
+        return fit_network(
+            self.network,
+            train,
+            val,
+            config,
+            batch_loss=self._batch_loss,
+            device=self.device,
+            progress=progress,
+            description=self.kind,
+        )
+
+    def score(self, windows: np.ndarray) -> np.ndarray:
+        """Mean absolute error of the predicted values of each window (B,)."""
+        self.check_windows(windows)
+        if len(windows) == 0:
+            return np.zeros(0, dtype=np.float32)
+        self.network.eval()
+        with torch.inference_mode():
+            batch = windows_to_tensor(windows, self.device)
+            error = self._prediction_error(self.network, batch)
+            return torch.abs(error).mean(dim=(1, 2)).float().cpu().numpy()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.network.state_dict())
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.network.load_state_dict(state_dict, strict=True)
