@@ -136,3 +136,20 @@ def test_batches_are_split_at_max_batch_size():
     )
     assert len(engine.score(windows)) == 16
     assert calls == [7, 7, 2]
+
+
+def test_offline_run_reports_an_episode_still_open_at_the_end():
+    from stream_detector.offline import run_offline
+
+    engine = DetectionEngine(
+        MeanAbsModel(),
+        build_threshold("ewma_sigma", k=4.0, alpha=0.05, warmup=10, prior_weight=20),
+        EpisodeRules(hold_down=5, update_ratio=100.0),
+        emit_scores=True,
+    )
+    x = _stream(300)["A"]
+    x[250:] = 5.0  # a level shift that lasts to the end of the stream
+    run = run_offline(engine, "A", x, steps_per_record=4)
+    assert run.still_open == (250, 299)
+    assert run.episodes()[-1] == (250, 299)
+    assert [a.state for a in run.alerts if a.first_seq == 250] == ["open"]
