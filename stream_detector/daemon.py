@@ -38,6 +38,8 @@ from stream_detector.thresholds.store import StateStore
 
 log = structlog.get_logger(__name__)
 
+_DEAD_LETTER_LOGS_PER_INTERVAL = 20
+
 
 @dataclass
 class DaemonStats:
@@ -103,6 +105,8 @@ class DetectorDaemon:
         self._oldest_uncommitted: float | None = None
         self._last_poll = time.monotonic()
         self._flushing = False
+        self._dead_log_window = time.monotonic()
+        self._dead_logged: Counter[str] = Counter()
         self._revoked_mid_flush: set[int] = set()
         self._consumer = consumer_factory(
             bootstrap_servers=kafka.bootstrap_servers,
@@ -211,13 +215,22 @@ class DetectorDaemon:
 
     def _dead_letter(self, tp: TopicPartition, rec: Any, err: BadRecord) -> None:
         self.stats.dead_letters[err.reason] += 1
-        log.warning(
-            "record_dead_lettered",
-            reason=err.reason,
-            detail=err.detail[:200],
-            partition=tp.partition,
-            offset=rec.offset,
-        )
+        # A broken producer can send thousands of bad records a second: log the first few
+        # of each reason per interval; the counts go out with daemon_stats regardless.
+        now = time.monotonic()
+        if now - self._dead_log_window >= self.stats_interval_s:
+            self._dead_log_window = now
+            self._dead_logged.clear()
+        if self._dead_logged[err.reason] < _DEAD_LETTER_LOGS_PER_INTERVAL:
+            self._dead_logged[err.reason] += 1
+            log.warning(
+                "record_dead_lettered",
+                reason=err.reason,
+                detail=err.detail[:200],
+                partition=tp.partition,
+                offset=rec.offset,
+                key=rec.key.decode("utf-8", "replace") if rec.key else None,
+            )
         self._dead.append(
             DeadLetterRecord.from_failure(
                 err,
