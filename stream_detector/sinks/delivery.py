@@ -149,7 +149,11 @@ class Backoff:
 
 
 class RateLimiter:
-    """Keeps requests at least 1/rate apart; a receiver's Retry-After pushes the next slot."""
+    """Keeps requests at least 1/rate apart; a receiver's Retry-After pushes the next slot.
+
+    The interval counts from the end of the previous request, so the receiver sees its
+    arrivals at least 1/rate apart however long each request took.
+    """
 
     def __init__(self, rate_per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = 1.0 / rate_per_s
@@ -204,13 +208,13 @@ class Deliverer:
             if not self.wait(self.limiter.delay()):
                 raise Interrupted
             attempt += 1
-            self.limiter.taken()
             headers = {
                 "Content-Type": out.content_type,
                 "User-Agent": f"stream-detector/{__version__}",
                 **self.sink.attempt_headers(out, time.time()),
             }
             response = self.transport.post(self.sink.endpoint(), out.body, headers)
+            self.limiter.taken()
             verdict = response.verdict
             if verdict is Verdict.ACCEPTED:
                 return DeliveryResult(verdict, "accepted", response, attempt)
