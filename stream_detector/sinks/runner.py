@@ -180,6 +180,7 @@ class SinkRunner:
         )
         started = last_stats = time.monotonic()
         try:
+            self._await_topic_metadata()
             while not self._stop.is_set():
                 self._collect()
                 if self._items:
@@ -200,6 +201,18 @@ class SinkRunner:
             self.close()
         log.info("sink_stopped", sink=self.sink.kind, **self.stats.as_dict())
         return self.stats
+
+    def _await_topic_metadata(self, timeout_s: float = 15.0) -> None:
+        # A group member that joins before it knows the topic's partitions is assigned
+        # nothing and sits idle until its next metadata refresh (minutes); learn them first.
+        deadline = time.monotonic() + timeout_s
+        while not self._stop.is_set():
+            if self._consumer.partitions_for_topic(self.kafka.alerts_topic):
+                return
+            if time.monotonic() >= deadline:
+                log.warning("alerts_topic_unknown", topic=self.kafka.alerts_topic)
+                return
+            self._stop.wait(0.2)
 
     def close(self) -> None:
         try:

@@ -334,3 +334,41 @@ def test_burst_of_200_incidents_grouped_for_slack_within_rate_and_200_pagerduty_
     assert len(triggers) == 200 and all(t["event_action"] == "trigger" for t in triggers)
     assert {t["dedup_key"] for t in triggers} == {a.alert_id for a in alerts}
     assert pd_rx.pd_alerts_created == 200
+
+
+class _CrashAfterReceiverAccepted(BaseException):
+    """Stands in for SIGKILL between the receiver's 2xx and the ledger write."""
+
+
+@pytest.mark.parametrize("kind", ["pagerduty", "webhook"])
+def test_crash_between_2xx_and_ledger_mark_duplicates_one_event_pagerduty_absorbs_it(deploy, kind):
+    rx = FakeReceiver(kind).start()
+    d = deploy(kind, rx)
+    alerts = incident_stream(n_channels=2, episodes=1)
+    d.produce(alerts)
+    runner = build_runner(kind, d.settings())
+    marks = {"n": 0}
+    real_mark = runner.ledger.mark_sent
+
+    def mark_then_crash(sent, severities):
+        marks["n"] += 1
+        if marks["n"] == 2:  # the second event (an update trigger): accepted, never marked
+            raise _CrashAfterReceiverAccepted
+        return real_mark(sent, severities)
+
+    runner.ledger.mark_sent = mark_then_crash  # type: ignore[method-assign]
+    with pytest.raises(_CrashAfterReceiverAccepted):
+        runner.run(max_seconds=30)
+    assert len(rx.accepted) == 2
+    d.start()
+    wait_until(lambda: d.caught_up() and len(rx.accepted) == len(alerts) + 1, 30, "restart")
+    duplicated = rx.accepted[1].body
+    assert rx.accepted[2].body == duplicated  # the one event in the window, sent twice
+    if kind == "pagerduty":
+        # Same dedup_key while the alert is open: PagerDuty keeps one alert, pages once.
+        assert rx.pd_alerts_created == 2
+        assert all(a.status == "resolved" for a in rx.pd_alerts.values())
+    else:
+        # Webhook receivers get the same Idempotency-Key twice and can drop the second.
+        first, second = rx.accepted[1].headers, rx.accepted[2].headers
+        assert first["Idempotency-Key"] == second["Idempotency-Key"]
