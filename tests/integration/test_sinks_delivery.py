@@ -372,3 +372,21 @@ def test_crash_between_2xx_and_ledger_mark_duplicates_one_event_pagerduty_absorb
         # Webhook receivers get the same Idempotency-Key twice and can drop the second.
         first, second = rx.accepted[1].headers, rx.accepted[2].headers
         assert first["Idempotency-Key"] == second["Idempotency-Key"]
+
+
+def test_slack_sends_an_update_only_when_severity_rises(deploy):
+    rx = FakeReceiver("slack").start()
+    d = deploy("slack", rx)
+    common = {"first_seq": 7, "threshold": 1.0}
+    alerts = [
+        sample_alert("U-1", "open", 0, score=1.5, **common),  # warning
+        sample_alert("U-1", "update", 1, score=1.9, **common),  # still warning: not sent
+        sample_alert("U-1", "update", 2, score=5.0, **common),  # critical: sent
+        sample_alert("U-1", "update", 3, score=2.5, peak_score=4.5, **common),  # not higher
+        sample_alert("U-1", "resolve", 4, score=0.1, peak_score=5.0, **common),
+    ]
+    d.produce(alerts)
+    runner = d.start()
+    wait_until(d.caught_up, 30, "everything committed")
+    assert rx.accepted_events() == [(alerts[0].alert_id, r) for r in (0, 2, 4)]
+    assert runner.stats.not_wanted == 2
