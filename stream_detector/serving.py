@@ -48,4 +48,11 @@ def _prior_from(checkpoint: Checkpoint) -> ScorePrior | None:
     p90 = max(cal.quantiles.get("p90", p50), p50)
     log_mean = math.log(p50)
     log_std = max((math.log(p90) - log_mean) / _Z90, 1e-3)
-    return ScorePrior(n=cal.n, mean=cal.mean, std=cal.std, log_mean=log_mean, log_std=log_std)
+    return ScorePrior(
+        n=cal.n,
+        mean=cal.mean,
+        std=cal.std,
+        log_mean=log_mean,
+        log_std=log_std,
+        quantiles=dict(cal.quantiles),
+    )

@@ -78,6 +78,12 @@ class BatchingSettings(BaseModel):
 
 class ThresholdSettings(BaseModel):
     kind: str = "ewma_sigma"
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="parameters of the chosen strategy, as JSON, e.g. "
+        'SD_THRESHOLD__PARAMS=\'{"q": 1e-4, "depth": 50}\' for spot; for ewma_sigma the '
+        "fields below are its parameters (params override them)",
+    )
     k: float = Field(default=4.0, gt=0, description="threshold = mean + k·std of normal scores")
     alpha: float = Field(default=0.01, gt=0, le=1, description="EWMA weight of a new score")
     warmup: int = Field(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 Status = Literal["normal", "anomalous", "not_ready"]
@@ -34,6 +34,7 @@ class ScorePrior:
     std: float
     log_mean: float
     log_std: float
+    quantiles: dict[str, float] = field(default_factory=dict)  # "p99": ..., "max": ...
 
 
 class ThresholdStrategy(abc.ABC):

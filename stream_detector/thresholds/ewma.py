@@ -85,9 +85,7 @@ class EwmaSigmaThreshold(ThresholdStrategy):
         has_stats = w > 0
         limit = mean + self.k * math.sqrt(max(var, 0.0)) if has_stats else math.inf
         if has_stats and self.min_ratio > 1.0:
-            floor = (
-                mean + math.log(self.min_ratio) if self.log_scores else mean * self.min_ratio
-            )
+            floor = mean + math.log(self.min_ratio) if self.log_scores else mean * self.min_ratio
             limit = max(limit, floor)
         above = x > limit
         warm = n >= self.warmup and has_stats

@@ -1,0 +1,128 @@
+"""Hand-checkable cases for every threshold strategy, and a contract they all keep."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+
+from stream_detector.thresholds import available_thresholds, build_threshold
+from stream_detector.thresholds.base import ScorePrior
+from stream_detector.thresholds.p2 import p2_estimate, p2_initial, p2_update
+from stream_detector.thresholds.spot import fit_gpd, gpd_log_likelihood, tail_quantile
+
+PRIOR = ScorePrior(
+    n=1000,
+    mean=1.0,
+    std=0.2,
+    log_mean=0.0,
+    log_std=0.2,
+    quantiles={"p50": 1.0, "p90": 1.25, "p95": 1.3, "p99": 1.5, "p99.9": 1.7, "max": 1.9},
+)
+SMALL = {
+    "ewma_sigma": {"warmup": 20},
+    "p2_quantile": {"warmup": 20},
+    "spot": {"n_init": 200},
+    "train_quantile": {},
+    "train_sigma": {},
+}
+
+
+@pytest.mark.parametrize("kind", available_thresholds())
+def test_contract(kind):
+    """Pure step, JSON-able state, a clear anomaly flagged once warm and never learned."""
+    if kind not in SMALL:
+        pytest.fail(f"add small parameters for the new threshold {kind!r}")
+    thr = build_threshold(kind, **SMALL[kind])
+    state = thr.initial_state(PRIOR)
+    rng = np.random.default_rng(0)
+    for x in 1.0 + 0.01 * rng.uniform(size=400):
+        before = copy.deepcopy(state)
+        state, decision = thr.step(state, float(x))
+        assert thr.step(before, float(x)) == (state, decision)
+        assert decision.status in ("normal", "not_ready")
+    state = json.loads(json.dumps(state))  # what Redis would hand back
+    after, decision = thr.step(state, 50.0)
+    assert decision.status == "anomalous" and decision.threshold is not None
+    assert decision.threshold < 50.0
+    assert after == state, "an anomalous score must not be learned"
+    assert json.dumps(thr.describe())
+
+
+def test_static_strategies_by_hand():
+    q = build_threshold("train_quantile", quantile="p99", factor=2.0)
+    state = q.initial_state(PRIOR)
+    assert q.step(state, 3.0)[1].status == "normal"
+    assert q.step(state, 3.01)[1].status == "anomalous"
+    s = build_threshold("train_sigma", k=3.0)
+    assert s.step(s.initial_state(PRIOR), 1.61)[1].threshold == pytest.approx(1.6)
+    with pytest.raises(ValueError, match=r"p99\.99"):
+        build_threshold("train_quantile", quantile="p99.99").initial_state(PRIOR)
+
+
+def test_p2_tracks_the_exact_quantile():
+    rng = np.random.default_rng(1)
+    data = rng.exponential(1.0, 20_000)
+    state = p2_initial(0.99)
+    for x in data:
+        state = p2_update(state, float(x), 0.99)
+    exact = float(np.quantile(data, 0.99))
+    assert p2_estimate(state) == pytest.approx(exact, rel=0.05)  # ln(100) ≈ 4.6
+
+
+def test_p2_on_five_points_is_their_median_marker():
+    state = p2_initial(0.5)
+    for x in [5.0, 1.0, 4.0, 2.0, 3.0]:
+        state = p2_update(state, x, 0.5)
+    assert p2_estimate(state) == 3.0
+
+
+def test_gpd_fit_recovers_a_known_tail():
+    rng = np.random.default_rng(2)
+    gamma, sigma = 0.2, 1.5
+    u = rng.uniform(size=5000)
+    peaks = sigma / gamma * ((1 - u) ** (-gamma) - 1)  # inverse CDF of the GPD
+    g, s = fit_gpd(peaks)
+    assert g == pytest.approx(gamma, abs=0.05)
+    assert s == pytest.approx(sigma, rel=0.08)
+    assert gpd_log_likelihood(peaks, g, s) >= gpd_log_likelihood(peaks, gamma, sigma)
+
+
+def test_gpd_fit_of_an_exponential_tail_has_gamma_near_zero():
+    peaks = np.random.default_rng(3).exponential(2.0, 4000)
+    g, s = fit_gpd(peaks)
+    assert abs(g) < 0.05 and s == pytest.approx(2.0, rel=0.08)
+
+
+def test_tail_quantile_by_hand():
+    # exponential tail (gamma 0): P(X > z) = (Nt/n)·exp(-(z-t)/sigma) = q
+    z = tail_quantile(t=1.0, gamma=0.0, sigma=2.0, q=1e-3, n=1000, n_peaks=100)
+    assert z == pytest.approx(1.0 + 2.0 * math.log(100 / 1000 / 1e-3))
+    z = tail_quantile(t=0.0, gamma=0.5, sigma=1.0, q=0.01, n=100, n_peaks=10)
+    assert z == pytest.approx((0.1**-0.5 - 1) / 0.5)
+
+
+def test_spot_threshold_sits_near_the_true_risk_quantile():
+    rng = np.random.default_rng(4)
+    spot = build_threshold("spot", q=1e-3, level=0.95, n_init=2000)
+    state = spot.initial_state(None)
+    for x in rng.exponential(1.0, 6000):
+        state, decision = spot.step(state, float(x))
+    # For Exp(1), P(X > z) = 1e-3 at z = ln(1000) ≈ 6.91.
+    assert decision.threshold == pytest.approx(math.log(1000), rel=0.15)
+
+
+def test_dspot_follows_a_drifting_baseline():
+    rng = np.random.default_rng(5)
+    dspot = build_threshold("spot", q=1e-4, level=0.95, n_init=500, depth=50)
+    state = dspot.initial_state(None)
+    drift = np.linspace(0, 20, 4000)
+    flagged = 0
+    for i, x in enumerate(drift + rng.normal(0, 0.3, 4000)):
+        state, decision = dspot.step(state, float(x))
+        flagged += decision.status == "anomalous" and i > 500
+    assert flagged < 20, "a slow drift is not an anomaly for DSPOT"
+    assert dspot.step(state, 20 + 10.0)[1].status == "anomalous"
