@@ -4,6 +4,7 @@ from stream_detector.thresholds import ewma as _ewma  # noqa: F401  (registers "
 from stream_detector.thresholds import p2 as _p2  # noqa: F401  (registers "p2_quantile")
 from stream_detector.thresholds import spot as _spot  # noqa: F401  (registers "spot")
 from stream_detector.thresholds import static as _static  # noqa: F401  (train_quantile, ...)
+from stream_detector.thresholds import telemanom as _telemanom  # noqa: F401  (telemanom)
 from stream_detector.thresholds.base import (
     Decision,
     ThresholdStrategy,

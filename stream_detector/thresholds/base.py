@@ -39,6 +39,9 @@ class ScorePrior:
 
 class ThresholdStrategy(abc.ABC):
     kind: ClassVar[str]
+    # State keys that may change even on an anomalous score (e.g. a smoother's running
+    # value); every other key must stay as it was, so an incident cannot move the threshold.
+    volatile_keys: ClassVar[frozenset[str]] = frozenset()
 
     @abc.abstractmethod
     def initial_state(self, prior: ScorePrior | None) -> ThresholdState:
