@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from stream_detector.records import AlertRecord
-from stream_detector.settings import SinkSettings
+from stream_detector.settings import SeverityLevels, SinkSettings
 from stream_detector.sinks.base import (
     Outgoing,
     Severity,
@@ -133,7 +133,7 @@ def _headline(alerts: Sequence[AlertRecord]) -> str:
     return "stream-detector: " + ", ".join(p for p in parts if p)
 
 
-def _fallback(alerts: Sequence[AlertRecord], levels: Any) -> str:
+def _fallback(alerts: Sequence[AlertRecord], levels: SeverityLevels) -> str:
     items = []
     for a in alerts:
         suffix = "" if a.state == "resolve" else f" ({severity_of(a, levels).label})"
