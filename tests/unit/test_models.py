@@ -42,6 +42,11 @@ TINY_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
         "score_features": [0, 1, 2],
         "loss": "absolute",
     },
+    # GANs (docs/gans.md). The latent search gets a larger step than the seed's 5e-2 for
+    # its 19 steps: on windows the seed's step cannot reach a normal window's code.
+    "beatgan": {"hidden": 8, "latent": 4},
+    "tadgan": {"hidden": 16, "latent": 4, "critic_hidden": 8, "n_critic": 2},
+    "latent_search_gan": {"hidden": 64, "latent": 4, "latent_lr": 0.2},
 }
 CPU_FIT = FitConfig(epochs=40, lr=3e-3, device="cpu", patience=10)
 
