@@ -20,6 +20,11 @@ import torch
 from producers.synthetic import SyntheticChannel, make_synthetic_channels
 from stream_detector.data import sliding_windows
 from stream_detector.models import FitConfig, build_detector
+from stream_detector.models.dense_ae import DenseAutoencoder
+from stream_detector.models.lstm_ae_chapter import (
+    ChapterLSTMAutoencoder,
+    ChapterLSTMAutoencoderNetwork,
+)
 from stream_detector.models.lstm_ae_small import (
     ReluLSTM,
     SmallLSTMAutoencoder,
@@ -192,6 +197,44 @@ def test_lstm_ae_small_adds_the_l2_term_to_training_batches_only() -> None:
         penalty = float(torch.sum(network.encoder_outer.input_kernel**2))
     assert train_loss - val_loss == pytest.approx(0.5 * penalty, rel=1e-5)
     assert val_loss == pytest.approx(float(detector.score(batch.numpy()).mean()), rel=1e-5)
+
+
+# --- dense_ae -----------------------------------------------------------------------------
+
+
+def test_dense_ae_mirrors_its_encoder_on_the_flattened_window() -> None:
+    """(T·F) -> 128 -> 64 -> 32 -> 64 -> 128 -> (T·F), ReLU everywhere but the output."""
+    detector = build_detector("dense_ae", 10, 3)
+    assert isinstance(detector, DenseAutoencoder)
+    linears = [m for m in detector.network.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (30, 128),
+        (128, 64),
+        (64, 32),
+        (32, 64),
+        (64, 128),
+        (128, 30),
+    ]
+    assert not isinstance(list(detector.network.modules())[-1], torch.nn.ReLU)
+
+
+# --- lstm_ae_chapter ----------------------------------------------------------------------
+
+
+def test_lstm_ae_chapter_latent_sets_the_decoder_state_as_well_as_its_input() -> None:
+    """Unlike lstm_ae, the decoder starts from Linear(z): changing that map changes the output."""
+    torch.manual_seed(0)
+    detector = build_detector("lstm_ae_chapter", 8, 2, hidden=6, num_layers=2, latent=3)
+    assert isinstance(detector, ChapterLSTMAutoencoder)
+    network = detector.network
+    assert isinstance(network, ChapterLSTMAutoencoderNetwork)
+    assert network.encoder_lstm.num_layers == network.decoder_lstm.num_layers == 2
+    assert network.decoder_lstm.input_size == 3
+    windows = np.random.default_rng(2).standard_normal((3, 8, 2)).astype(np.float32)
+    before = detector.score(windows)
+    with torch.no_grad():
+        network.latent_to_state.bias.add_(1.0)
+    assert not np.allclose(detector.score(windows), before)
 
 
 # --- vae ----------------------------------------------------------------------------------
