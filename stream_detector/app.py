@@ -60,6 +60,7 @@ def build_engine(settings: Settings, model: ScoringModel) -> DetectionEngine:
             hit_window=a.hit_window,
             hold_down=a.hold_down,
             update_ratio=a.update_ratio,
+            suppress=a.suppress,
         )
     except ValueError as exc:
         raise ConfigError("SD_ALERTS__MIN_HITS", str(exc)) from None

@@ -6,6 +6,7 @@ judge a stream with exactly the same code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -113,6 +114,11 @@ class DetectionEngine:
         self.emit_scores = emit_scores
         self.model_info = model.model_info
         self._prior = model.score_prior
+        # The detection config is data: its hash rides on every alert, so a reader can tell
+        # which threshold and rules fired without guessing from deploy history.
+        self.config_version = hashlib.sha256(
+            json.dumps(self.describe(), sort_keys=True).encode()
+        ).hexdigest()[:12]
 
     # -- channel state -------------------------------------------------------------------
 
@@ -242,6 +248,7 @@ class DetectionEngine:
                     source=SourcePosition(
                         topic=self.topic, partition=window.partition, offset=window.offset
                     ),
+                    config_version=self.config_version,
                 )
             )
         return outcome
@@ -258,5 +265,6 @@ class DetectionEngine:
                 "hit_window": self.rules.hit_window,
                 "hold_down": self.rules.hold_down,
                 "update_ratio": self.rules.update_ratio,
+                "suppress": self.rules.suppress,
             },
         }

@@ -172,6 +172,10 @@ class AlertRecord(_Record):
     model: ModelInfo
     detected_at: float
     source: SourcePosition | None = None
+    config_version: str | None = Field(
+        default=None,
+        description="hash of the model, threshold and episode rules that produced the event",
+    )
 
 
 def alert_id_for(channel: str, model: ModelInfo, first_seq: int) -> str:

@@ -113,6 +113,9 @@ class AlertSettings(BaseModel):
     update_ratio: float = Field(
         default=1.5, gt=1.0, description="send an update when the peak score grows by this factor"
     )
+    suppress: int = Field(
+        default=0, ge=0, description="windows after a resolve during which no episode opens"
+    )
 
 
 class LoggingSettings(BaseModel):

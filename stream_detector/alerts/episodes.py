@@ -21,12 +21,13 @@ class EpisodeRules:
     hit_window: int = 1
     hold_down: int = 50
     update_ratio: float = 1.5
+    suppress: int = 0  # windows after a resolve during which no new episode opens
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_hits <= self.hit_window:
             raise ValueError("need 1 <= min_hits <= hit_window")
-        if self.hold_down < 1 or self.update_ratio <= 1.0:
-            raise ValueError("need hold_down >= 1 and update_ratio > 1")
+        if self.hold_down < 1 or self.update_ratio <= 1.0 or self.suppress < 0:
+            raise ValueError("need hold_down >= 1, update_ratio > 1 and suppress >= 0")
 
 
 @dataclass(slots=True)
@@ -42,6 +43,7 @@ class EpisodeState:
     normal_run: int = 0
     recent: list[int] = field(default_factory=list)  # end seqs of recent hits, while closed
     recent_ts: list[float] = field(default_factory=list)
+    quiet_until: int = -1  # no new episode opens at or before this seq (suppression)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +84,7 @@ def step_episode(
     horizon = seq - rules.hit_window * stride
     thr = threshold if threshold is not None else float("nan")
     if not state.active:
-        if not anomalous:
+        if not anomalous or seq <= state.quiet_until:
             _forget_old_hits(state, horizon)
             return None
         state.recent.append(seq)
@@ -115,7 +117,7 @@ def step_episode(
         return None
     state.revision += 1
     event = _event(state, "resolve", score, thr)
-    fresh = EpisodeState()
+    fresh = EpisodeState(quiet_until=seq + rules.suppress * stride)
     for name in EpisodeState.__slots__:
         setattr(state, name, getattr(fresh, name))
     return event

@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-
 HEADER = """# Results on SMAP and MSL
 
 Produced by `make evaluate` (one `stream-detector evaluate --dataset both` run per model, then

@@ -63,3 +63,15 @@ def test_state_survives_a_json_round_trip_mid_episode():
 def test_rules_validate():
     with pytest.raises(ValueError):
         EpisodeRules(min_hits=3, hit_window=2)
+
+
+def test_suppression_after_resolve():
+    rules = EpisodeRules(hold_down=2, suppress=3)
+    events = _run([1, 0, 0, 1, 1, 1, 0, 1, 0, 0], rules)
+    # resolve at seq 2 → quiet through seq 5; the hit at 7 opens the next episode
+    assert [(e.kind, e.first_seq) for e in events] == [
+        ("open", 0),
+        ("resolve", 0),
+        ("open", 7),
+        ("resolve", 7),
+    ]
