@@ -247,6 +247,14 @@ def _parse_hp(item: str) -> tuple[str, Any]:
 )
 @click.option("--no-plots", is_flag=True, help="Skip the per-channel plots.")
 @click.option(
+    "--thresholds",
+    "grid",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A JSON list of threshold variants (see docs/threshold-grid.json): train and "
+    "score each channel once, judge the scores with every variant.",
+)
+@click.option(
     "--data-root",
     type=click.Path(path_type=Path),
     default=None,
@@ -268,6 +276,7 @@ def evaluate(
     seed: int,
     out: Path | None,
     no_plots: bool,
+    grid: Path | None,
     data_root: Path | None,
 ) -> None:
     """Train per channel, score each test split causally through the daemon's engine, and
@@ -291,6 +300,14 @@ def evaluate(
         train_stride=train_stride,
     )
     target = out or Path("artifacts/eval") / f"{kind}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if grid is not None:
+        from stream_detector.evaluation.threshold_grid import load_grid, run_grid, write_grid
+
+        variants = load_grid(grid)
+        results = run_grid(root, dataset, recipe, settings, variants, list(channels) or None)
+        doc = write_grid(results, root, kind, target, variants)
+        click.echo(doc.read_text())
+        return
     try:
         report = run_evaluation(root, dataset, recipe, settings, channels=list(channels) or None)
     except (FileNotFoundError, KeyError, ValueError) as exc:

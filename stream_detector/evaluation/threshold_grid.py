@@ -1,0 +1,232 @@
+"""Many thresholds, one model: train and score each channel once, judge the scores many ways.
+
+Every variant runs through the daemon's own engine (threshold strategy + episode rules) in
+stream order; only the model's window scores are computed once and replayed, since they do
+not depend on the threshold. Beside the test metrics, each variant's alarm rate on the last
+part of the *train* split (validation; no labels there, every episode presumed false) is
+reported, so a variant can be chosen without looking at test labels.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from stream_detector.data.smap_msl import LabelRow, load_labels, load_series
+from stream_detector.engine import ScoringModel
+from stream_detector.evaluation.metrics import ChannelCounts, EventMetrics, count_channel, summarise
+from stream_detector.evaluation.reference import telemanom_reference
+from stream_detector.evaluation.runner import DATASETS, ModelRecipe
+from stream_detector.offline import run_offline
+from stream_detector.records import ModelInfo
+from stream_detector.serving import ServedModel
+from stream_detector.settings import AlertSettings, Settings, ThresholdSettings
+from stream_detector.thresholds.base import ScorePrior
+from stream_detector.training.trainer import train_on_series
+
+VALIDATION_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class ThresholdVariant:
+    name: str
+    threshold: dict[str, Any]
+    alerts: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, base: Settings) -> Settings:
+        return base.model_copy(
+            update={
+                "threshold": ThresholdSettings(**self.threshold),
+                "alerts": AlertSettings(**{**base.alerts.model_dump(), **self.alerts}),
+            }
+        )
+
+
+def load_grid(path: Path) -> list[ThresholdVariant]:
+    """A JSON list of {"name", "threshold": {...ThresholdSettings}, "alerts": {...}}."""
+    entries = json.loads(Path(path).read_text())
+    variants = [ThresholdVariant(e["name"], e["threshold"], e.get("alerts", {})) for e in entries]
+    if len({v.name for v in variants}) != len(variants):
+        raise ValueError(f"{path}: variant names must be unique")
+    return variants
+
+
+class _ReplayedScores:
+    """A `ScoringModel` that hands back precomputed window scores in call order."""
+
+    def __init__(self, model: ScoringModel, scores: np.ndarray) -> None:
+        self.window, self.stride = model.window, model.stride
+        self.n_features, self.channels = model.n_features, model.channels
+        self._info, self._prior = model.model_info, model.score_prior
+        self._scores = scores
+        self._at = 0
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def score_prior(self) -> ScorePrior | None:
+        return self._prior
+
+    def score_raw(self, windows: np.ndarray) -> np.ndarray:
+        out = self._scores[self._at : self._at + len(windows)]
+        if len(out) != len(windows):
+            raise RuntimeError("replayed scores ran out: the stream differs from the first pass")
+        self._at += len(windows)
+        return out
+
+
+@dataclass
+class VariantResult:
+    counts: list[ChannelCounts] = field(default_factory=list)
+    rows: list[LabelRow] = field(default_factory=list)
+    validation_episodes: int = 0
+    validation_steps: int = 0
+
+
+def _episodes(
+    engine_settings: Settings,
+    model: ScoringModel,
+    chan: str,
+    series: np.ndarray,
+    scores: np.ndarray | None,
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    from stream_detector.app import build_engine
+
+    served: ScoringModel = model if scores is None else _ReplayedScores(model, scores)
+    engine = build_engine(engine_settings, served)
+    engine.emit_scores = True
+    run = run_offline(engine, chan, series, steps_per_record=10)
+    return run.episodes(), np.asarray(run.scores, dtype=np.float32)
+
+
+def grid_channel(
+    root: Path,
+    rows: Sequence[LabelRow],
+    recipe: ModelRecipe,
+    base: Settings,
+    variants: Sequence[ThresholdVariant],
+    results: dict[str, VariantResult],
+) -> None:
+    chan = rows[0].chan_id
+    train = load_series(root, chan, "train")
+    checkpoint = train_on_series(
+        recipe.kind,
+        [train],
+        window=recipe.window,
+        channels=[chan],
+        dataset="smap_msl",
+        hyperparameters=recipe.hyperparameters,
+        fit_config=recipe.fit,
+        train_stride=recipe.train_stride,
+        progress=False,
+    )
+    model = ServedModel(checkpoint)
+    test = load_series(root, chan, "test")
+    validation = train[int(len(train) * (1 - VALIDATION_FRACTION)) :]
+    test_scores: np.ndarray | None = None
+    val_scores: np.ndarray | None = None
+    for variant in variants:
+        settings = variant.settings(base)
+        predicted, test_scores = _episodes(settings, model, chan, test, test_scores)
+        result = results.setdefault(variant.name, VariantResult())
+        for row in rows:
+            result.counts.append(
+                count_channel(chan, row.anomaly_sequences, predicted, row.num_values)
+            )
+            result.rows.append(row)
+        if len(validation) > checkpoint.window:
+            val_eps, val_scores = _episodes(settings, model, chan, validation, val_scores)
+            result.validation_episodes += len(val_eps)
+            result.validation_steps += len(validation)
+
+
+def run_grid(
+    root: Path,
+    dataset: str,
+    recipe: ModelRecipe,
+    base: Settings,
+    variants: Sequence[ThresholdVariant],
+    channels: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict[str, VariantResult]:
+    crafts = DATASETS[dataset]
+    rows = [r for r in load_labels(root) if r.spacecraft in crafts]
+    if channels:
+        rows = [r for r in rows if r.chan_id in set(channels)]
+    grouped: dict[str, list[LabelRow]] = {}
+    for row in rows:
+        grouped.setdefault(row.chan_id, []).append(row)
+    results: dict[str, VariantResult] = {}
+    for chan in tqdm(
+        grouped,
+        desc=f"{recipe.kind} × {len(variants)} thresholds",
+        unit="channel",
+        disable=None if progress else True,
+    ):
+        grid_channel(root, grouped[chan], recipe, base, variants, results)
+    return results
+
+
+def _alerts_per_1000_normal(counts: Sequence[ChannelCounts]) -> float:
+    normal = sum(c.n_points - c.labelled_points for c in counts)
+    return 1000.0 * sum(c.fp for c in counts) / normal if normal else 0.0
+
+
+def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
+    lines = [
+        "| model | threshold | data | P | R | F1 | F0.5 | flagged | composite F1 | delay | "
+        "false alerts / 1k normal steps | validation episodes / 1k steps |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    crafts = sorted({r.spacecraft for res in results.values() for r in res.rows})
+    for craft in crafts:
+        for name, res in results.items():
+            counts = [c for c, r in zip(res.counts, res.rows, strict=True) if r.spacecraft == craft]
+            m: EventMetrics = summarise(counts)
+            val = 1000.0 * res.validation_episodes / max(res.validation_steps, 1)
+            lines.append(
+                f"| {kind} | {name} | {craft} | {m.precision:.3f} | {m.recall:.3f} | {m.f1:.3f} | "
+                f"{m.f05:.3f} | {m.flagged_fraction:.1%} | **{m.composite_f1:.3f}** | "
+                f"{'' if m.mean_delay is None else f'{m.mean_delay:.0f}'} | "
+                f"{_alerts_per_1000_normal(counts):.2f} | {val:.2f} |"
+            )
+        chans = {r.chan_id for res in results.values() for r in res.rows if r.spacecraft == craft}
+        ref = [c for c in telemanom_reference(root, craft) if c.channel in chans]
+        m = summarise(ref)
+        lines.append(
+            f"| telemanom | published run | {craft} | {m.precision:.3f} | {m.recall:.3f} | "
+            f"{m.f1:.3f} | {m.f05:.3f} | {m.flagged_fraction:.1%} | **{m.composite_f1:.3f}** | "
+            f"{'' if m.mean_delay is None else f'{m.mean_delay:.0f}'} | "
+            f"{_alerts_per_1000_normal(ref):.2f} | |"
+        )
+    return "\n".join(lines)
+
+
+def write_grid(
+    results: dict[str, VariantResult],
+    root: Path,
+    kind: str,
+    out_dir: Path,
+    variants: Sequence[ThresholdVariant],
+) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = grid_table(results, root, kind)
+    doc = out_dir / "thresholds.md"
+    doc.write_text(
+        f"# Thresholds × {kind}\n\n{table}\n\nVariants:\n\n"
+        + "\n".join(
+            f"- `{v.name}`: threshold `{json.dumps(v.threshold)}`, alerts `{json.dumps(v.alerts)}`"
+            for v in variants
+        )
+        + f"\n\nWritten {time.strftime('%Y-%m-%d %H:%M:%S')}.\n"
+    )
+    return doc
