@@ -55,7 +55,10 @@ def render_frames(count: int, shape: Shape, size: int = 32, seed: int = 0) -> np
             top = rng.uniform(0, size - height)
             left = rng.uniform(0, size - width)
             mask = (rows >= top) & (rows < top + height) & (cols >= left) & (cols < left + width)
-            depth = np.full_like(rows, nearness)
+            # The flat face sits at 0.85 of the nearness a ball's centre gets (below):
+            # both shapes then carry the same depth energy on average, so the depth
+            # channel's profile tells them apart, not its brightness.
+            depth = np.full_like(rows, 0.85 * nearness)
         else:
             # Radii 7.3-13.5 px at size 32: areas 169-573 px².
             radius = rng.uniform(0.226, 0.423) * size

@@ -75,7 +75,7 @@ class MLPDiscriminator(nn.Module):
 
 
 class ConvFrameGenerator(nn.Module):
-    """(B, latent) -> (B, channels, size, size) in [0, 1], DCGAN-style, size a multiple of 8."""
+    """(B, latent) -> (B, channels, size, size), DCGAN-style; size a multiple of 8."""
 
     def __init__(self, latent: int, channels: int, size: int, width: int = 32) -> None:
         super().__init__()
@@ -91,8 +91,9 @@ class ConvFrameGenerator(nn.Module):
             nn.LeakyReLU(0.2),
             nn.ConvTranspose2d(width, width // 2, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),
+            # A linear output: behind a sigmoid the generator collapsed to black frames
+            # (mostly background) with vanishing gradients to leave them.
             nn.ConvTranspose2d(width // 2, channels, 4, stride=2, padding=1),
-            nn.Sigmoid(),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
