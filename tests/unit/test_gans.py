@@ -254,3 +254,24 @@ FRAMES_SETTINGS: dict[str, Any] = {
     "lr": 5e-4,
     "test_count": 60,
 }
+
+
+@pytest.mark.parametrize("cls", [BeatGAN, TadGAN, LatentSearchGAN, AnoGAN, MADGAN])
+def test_score_features_keep_the_score_on_the_chosen_columns(cls: type[GANDetector]) -> None:
+    """The CLI passes score_features=[0] by default: a fault in column 2 then barely counts."""
+    torch.manual_seed(0)
+    tiny: dict[str, Any] = {"hidden": 8}
+    detector = cls(WINDOW, N_FEATURES, **tiny, score_features=[0])
+    assert detector.hyperparameters["score_features"] == [0]
+    windows = np.array(sliding_windows(sine_series(40, seed=3), WINDOW))[:4]
+    faulty = windows.copy()
+    faulty[:, :, 2] += 50.0
+    full = cls(WINDOW, N_FEATURES, **tiny)
+    full.load_state_dict(detector.state_dict())
+    # All columns: the fault dominates. Column 0 only: generators see the whole window,
+    # so the score moves a little, far less than with every column scored.
+    shift_all = full.score(faulty) - full.score(windows)
+    shift_first = detector.score(faulty) - detector.score(windows)
+    assert np.all(np.abs(shift_first) < 0.1 * shift_all)
+    with pytest.raises(ValueError, match="score_features"):
+        cls(WINDOW, N_FEATURES, score_features=[3])

@@ -49,6 +49,7 @@ class AnoGAN(GANDetector):
         search_steps: int = 50,
         search_lr: float = 0.1,
         search_seed: int = 0,
+        score_features: list[int] | None = None,
     ) -> None:
         if min(latent, hidden) < 1 or search_steps < 0:
             raise ValueError("latent and hidden must be at least 1, search_steps at least 0")
@@ -62,7 +63,7 @@ class AnoGAN(GANDetector):
         self.search_steps = search_steps
         self.search_lr = search_lr
         self.search_seed = search_seed
-        super().__init__(window, n_features)
+        super().__init__(window, n_features, score_features)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -73,6 +74,7 @@ class AnoGAN(GANDetector):
             "search_steps": self.search_steps,
             "search_lr": self.search_lr,
             "search_seed": self.search_seed,
+            "score_features": self.score_features,
         }
 
     def build_networks(self) -> nn.ModuleDict:
@@ -108,7 +110,7 @@ class AnoGAN(GANDetector):
 
         def anomaly_loss(code: torch.Tensor) -> torch.Tensor:
             generated = generator(code)
-            residual = (batch - generated).abs().flatten(1).mean(dim=1)
+            residual = self.scored_columns((batch - generated).abs()).mean(dim=(1, 2))
             discrimination = (real_features - features(generated)).abs().mean(dim=1)
             return (1 - self.feature_weight) * residual + self.feature_weight * discrimination
 

@@ -5,7 +5,8 @@ a decoder back to the window. Discriminator: a 1-D conv feature extractor and a 
 logit. Training: the discriminator learns real windows against reconstructions; the
 generator minimises reconstruction MSE plus ``adversarial_weight`` times feature matching
 (the MSE between D's features of the real window and of its reconstruction). Score: the
-window's mean squared reconstruction error, as the paper scores beats.
+window's mean squared reconstruction error, as the paper scores beats (over the
+``score_features`` columns when given).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class BeatGAN(GANDetector):
         hidden: int = 32,
         latent: int = 16,
         adversarial_weight: float = 1.0,
+        score_features: list[int] | None = None,
     ) -> None:
         if min(hidden, latent) < 1:
             raise ValueError("hidden and latent must be at least 1")
@@ -115,7 +117,7 @@ class BeatGAN(GANDetector):
         self.hidden = hidden
         self.latent = latent
         self.adversarial_weight = adversarial_weight
-        super().__init__(window, n_features)
+        super().__init__(window, n_features, score_features)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -123,6 +125,7 @@ class BeatGAN(GANDetector):
             "hidden": self.hidden,
             "latent": self.latent,
             "adversarial_weight": self.adversarial_weight,
+            "score_features": self.score_features,
         }
 
     def build_networks(self) -> nn.ModuleDict:
@@ -168,4 +171,4 @@ class BeatGAN(GANDetector):
     def score_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             reconstruction = self.networks["generator"](batch)
-            return ((reconstruction - batch) ** 2).mean(dim=(1, 2))
+            return self.scored_columns((reconstruction - batch) ** 2).mean(dim=(1, 2))

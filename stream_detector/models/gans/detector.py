@@ -35,8 +35,21 @@ class GANDetector(Detector, abc.ABC):
     # different scores, so they set this to keep a window's score independent of its batch.
     min_score_batch: ClassVar[int] = 1
 
-    def __init__(self, window: int, n_features: int) -> None:
+    def __init__(
+        self, window: int, n_features: int, score_features: list[int] | None = None
+    ) -> None:
         super().__init__(window, n_features)
+        if score_features is not None:
+            score_features = [int(f) for f in score_features]
+            if not score_features or not all(0 <= f < n_features for f in score_features):
+                raise ValueError(
+                    f"score_features must be column indices in [0, {n_features}), "
+                    f"got {score_features}"
+                )
+        # Columns whose errors the score reads (SMAP/MSL: [0], the telemetry value, where
+        # the other columns are command flags); None means all. The networks always see
+        # and generate every column.
+        self.score_features = score_features
         self.networks = self.build_networks()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
@@ -58,6 +71,12 @@ class GANDetector(Detector, abc.ABC):
     @abc.abstractmethod
     def score_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         """Scores (B,) of a batch already on the device; networks are in eval mode."""
+
+    def scored_columns(self, error: torch.Tensor) -> torch.Tensor:
+        """``error`` (B, T, F) narrowed to the ``score_features`` columns."""
+        if self.score_features is None:
+            return error
+        return error[:, :, self.score_features]
 
     def to(self, device: str | torch.device) -> Self:
         self.device = resolve_device(device)

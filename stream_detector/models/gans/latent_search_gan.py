@@ -15,6 +15,7 @@ own weight copies, so its score does not depend on what else is in the batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ __all__ = [
     "latent_search_scores",
 ]
 
+# Windows searched at once; bounds the memory of the per-sample weight copies.
+_SEARCH_CHUNK = 64
 # Adam's constants for the search, as torch.optim.Adam's defaults.
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
@@ -147,8 +150,12 @@ def latent_search_scores(
     latent_lr: float = 5e-2,
     weight_lr: float = 6e-9,
     search_seed: int = 0,
+    scored_error: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """(B,) ADGAN scores of ``samples`` (B, *shape) under ``generator`` (codes (B, latent)).
+
+    The search lowers the MSE over whole samples; ``scored_error`` (squared errors
+    (B, *shape) -> (B,)) says what the final score reads, the mean of all by default.
 
     Each sample gets its own copy of the weights for each search (vectorised with
     ``torch.func.vmap``); ``generator`` itself is never changed.
@@ -166,9 +173,16 @@ def latent_search_scores(
     # gives every θ_i and z_i only sample i's gradient.
     generate_each = vmap(generate_one)
 
-    def losses(theta: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    def squared_errors(theta: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
         generated = generate_each(theta, z) if tune_weights else generator(z)
-        return ((generated - samples) ** 2).flatten(1).mean(dim=1)
+        return (generated - samples) ** 2
+
+    def losses(theta: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        return squared_errors(theta, z).flatten(1).mean(dim=1)
+
+    def final_scores(theta: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        errors = squared_errors(theta, z)
+        return scored_error(errors) if scored_error is not None else errors.flatten(1).mean(1)
 
     starts = torch.Generator().manual_seed(search_seed)
     total = torch.zeros(count, device=samples.device)
@@ -196,7 +210,7 @@ def latent_search_scores(
                         lr = latent_lr if key == "z" else weight_lr
                         _adam_update(value, gradient, moments[key], step, lr)
             with torch.no_grad():
-                total += losses(theta, z)
+                total += final_scores(theta, z)
     return total / n_seeds
 
 
@@ -220,6 +234,7 @@ class LatentSearchGAN(GANDetector):
         latent_lr: float = 5e-2,
         weight_lr: float = 6e-9,
         search_seed: int = 0,
+        score_features: list[int] | None = None,
     ) -> None:
         if min(latent, hidden, n_seeds) < 1 or steps < 0:
             raise ValueError("latent, hidden and n_seeds must be at least 1, steps at least 0")
@@ -232,7 +247,7 @@ class LatentSearchGAN(GANDetector):
         self.latent_lr = latent_lr
         self.weight_lr = weight_lr
         self.search_seed = search_seed
-        super().__init__(window, n_features)
+        super().__init__(window, n_features, score_features)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -244,6 +259,7 @@ class LatentSearchGAN(GANDetector):
             "latent_lr": self.latent_lr,
             "weight_lr": self.weight_lr,
             "search_seed": self.search_seed,
+            "score_features": self.score_features,
         }
 
     def build_networks(self) -> nn.ModuleDict:
@@ -272,6 +288,20 @@ class LatentSearchGAN(GANDetector):
         )
 
     def score_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        # Per-sample weight copies cost memory ∝ samples × generator size: search in
+        # chunks, each padded like a small batch so that every window meets the same
+        # kernels (see min_score_batch).
+        parts = []
+        for start in range(0, len(batch), _SEARCH_CHUNK):
+            chunk = batch[start : start + _SEARCH_CHUNK]
+            count = len(chunk)
+            if count < self.min_score_batch:
+                padding = chunk.new_zeros((self.min_score_batch - count, *chunk.shape[1:]))
+                chunk = torch.cat([chunk, padding])
+            parts.append(self._search(chunk)[:count])
+        return torch.cat(parts)
+
+    def _search(self, batch: torch.Tensor) -> torch.Tensor:
         return latent_search_scores(
             self.networks["generator"],
             batch,
@@ -281,4 +311,5 @@ class LatentSearchGAN(GANDetector):
             latent_lr=self.latent_lr,
             weight_lr=self.weight_lr,
             search_seed=self.search_seed,
+            scored_error=lambda errors: self.scored_columns(errors).mean(dim=(1, 2)),
         )

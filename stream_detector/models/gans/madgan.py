@@ -72,6 +72,7 @@ class MADGAN(GANDetector):
         inversion_steps: int = 10,
         inversion_lr: float = 0.1,
         inversion_seed: int = 0,
+        score_features: list[int] | None = None,
     ) -> None:
         if min(noise, hidden) < 1 or inversion_steps < 0:
             raise ValueError("noise and hidden must be at least 1, inversion_steps at least 0")
@@ -85,7 +86,7 @@ class MADGAN(GANDetector):
         self.inversion_steps = inversion_steps
         self.inversion_lr = inversion_lr
         self.inversion_seed = inversion_seed
-        super().__init__(window, n_features)
+        super().__init__(window, n_features, score_features)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -96,6 +97,7 @@ class MADGAN(GANDetector):
             "inversion_steps": self.inversion_steps,
             "inversion_lr": self.inversion_lr,
             "inversion_seed": self.inversion_seed,
+            "score_features": self.score_features,
         }
 
     def build_networks(self) -> nn.ModuleDict:
@@ -126,7 +128,7 @@ class MADGAN(GANDetector):
         generator = self.networks["generator"]
 
         def residual(code: torch.Tensor) -> torch.Tensor:
-            return ((batch - generator(code)) ** 2).flatten(1).mean(dim=1)
+            return self.scored_columns((batch - generator(code)) ** 2).mean(dim=(1, 2))
 
         start = torch.randn(
             self.window, self.noise, generator=torch.Generator().manual_seed(self.inversion_seed)

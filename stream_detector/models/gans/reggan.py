@@ -58,7 +58,11 @@ class RegGAN(TadGAN):
         critic_x_matching_weight: float = 1.0,
         critic_z_matching_weight: float = 1.0,
         critic_weight: float = 0.1,
+        score_features: list[int] | None = None,
     ) -> None:
+        if score_features is not None:
+            # The latent error has no columns to choose from.
+            raise ValueError("reggan scores latent codes: score_features does not apply")
         if min(latent_weight, critic_x_matching_weight, critic_z_matching_weight) < 0:
             raise ValueError("loss weights must be non-negative")
         self.latent_weight = latent_weight
@@ -78,8 +82,10 @@ class RegGAN(TadGAN):
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
+        inherited = super().hyperparameters
+        del inherited["score_features"]
         return {
-            **super().hyperparameters,
+            **inherited,
             "latent_weight": self.latent_weight,
             "critic_x_matching_weight": self.critic_x_matching_weight,
             "critic_z_matching_weight": self.critic_z_matching_weight,

@@ -11,7 +11,8 @@ Score: (1 − λ) · ‖x − G(E(x))‖² + λ · z(C_x(x)), where z is the rob
 stream its statistics come from the critic scores of the *training* windows, stored with
 the weights, never from the batch being scored. The reconstruction error is the squared
 norm over the whole window (a sum, not a mean) so that it is on the same per-window scale
-as the unit-free z-score. The paper's centred rolling mean over scores is left out: it
+as the unit-free z-score; ``score_features`` narrows it to chosen columns (the critic
+always judges the whole window). The paper's centred rolling mean over scores is left out: it
 looks at windows after the one being scored, which a stream does not have yet.
 """
 
@@ -118,6 +119,7 @@ class TadGAN(GANDetector):
         gradient_penalty_weight: float = 10.0,
         reconstruction_weight: float = 10.0,
         critic_weight: float = 0.1,
+        score_features: list[int] | None = None,
     ) -> None:
         if min(hidden, latent, critic_hidden, n_critic) < 1:
             raise ValueError("hidden, latent, critic_hidden and n_critic must be at least 1")
@@ -132,7 +134,7 @@ class TadGAN(GANDetector):
         self.gradient_penalty_weight = gradient_penalty_weight
         self.reconstruction_weight = reconstruction_weight
         self.critic_weight = critic_weight
-        super().__init__(window, n_features)
+        super().__init__(window, n_features, score_features)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -144,6 +146,7 @@ class TadGAN(GANDetector):
             "gradient_penalty_weight": self.gradient_penalty_weight,
             "reconstruction_weight": self.reconstruction_weight,
             "critic_weight": self.critic_weight,
+            "score_features": self.score_features,
         }
 
     def build_networks(self) -> nn.ModuleDict:
@@ -244,6 +247,6 @@ class TadGAN(GANDetector):
     def score_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             reconstruction = self.networks["decoder"](self.networks["encoder"](batch))
-            error = ((reconstruction - batch) ** 2).sum(dim=(1, 2))
+            error = self.scored_columns((reconstruction - batch) ** 2).sum(dim=(1, 2))
             critic = self.critic_z_score(batch)
             return (1 - self.critic_weight) * error + self.critic_weight * critic
