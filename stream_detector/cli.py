@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+import structlog
 
 from stream_detector import __version__
 from stream_detector.errors import ConfigError, StreamDetectorError
@@ -66,12 +69,21 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     from stream_detector.app import build_daemon
 
     settings = _settings(ctx)
+    # A SIGTERM while we load the model and connect must still end in a clean exit 0.
+    early_stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: early_stop.set())
     _limit_torch_threads(settings)
+    structlog.get_logger(__name__).info(
+        "daemon_starting", checkpoint=str(settings.model.checkpoint)
+    )
     try:
         daemon = build_daemon(settings)
     except StreamDetectorError as exc:
         raise click.ClickException(str(exc)) from None
     daemon.install_signal_handlers()
+    if early_stop.is_set():
+        daemon.request_stop()
     daemon.run(max_seconds=max_seconds)
 
 

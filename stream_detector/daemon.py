@@ -14,13 +14,10 @@ cover, and the engine skips them. Either way nothing is lost and duplicates are 
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -32,6 +29,12 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from stream_detector.buffers import Window
 from stream_detector.engine import ChannelState, DetectionEngine
 from stream_detector.errors import BadRecord
+from stream_detector.kafka_clients import (
+    StopSwitch,
+    acked_producer,
+    await_partitions,
+    group_consumer,
+)
 from stream_detector.records import DeadLetterRecord, parse_telemetry
 from stream_detector.settings import KafkaSettings
 from stream_detector.thresholds.store import StateStore
@@ -76,7 +79,7 @@ class _Rebalance(ConsumerRebalanceListener):
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
 
-class DetectorDaemon:
+class DetectorDaemon(StopSwitch):
     """Consumes telemetry, scores it through a `DetectionEngine`, publishes alerts."""
 
     def __init__(
@@ -96,7 +99,7 @@ class DetectorDaemon:
         self.max_wait_s = max_wait_ms / 1000.0
         self.stats_interval_s = stats_interval_s
         self.stats = DaemonStats()
-        self._stop = threading.Event()
+        super().__init__()
         self._states: dict[str, ChannelState] = {}
         self._dirty: set[str] = set()  # channels changed since the last save
         self._pending: list[Window] = []
@@ -108,43 +111,22 @@ class DetectorDaemon:
         self._dead_log_window = time.monotonic()
         self._dead_logged: Counter[str] = Counter()
         self._revoked_mid_flush: set[int] = set()
-        self._consumer = consumer_factory(
-            bootstrap_servers=kafka.bootstrap_servers,
-            group_id=kafka.group_id,
-            group_instance_id=kafka.group_instance_id,
-            client_id=kafka.client_id,
-            # Offsets move only after alerts are acknowledged: never let the client commit.
-            enable_auto_commit=False,
-            auto_offset_reset=kafka.auto_offset_reset,
-            max_poll_records=kafka.max_poll_records,
-            max_poll_interval_ms=kafka.max_poll_interval_ms,
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        self._consumer = group_consumer(
+            kafka, group_id=kafka.group_id, client_id=kafka.client_id, factory=consumer_factory
         )
-        self._producer = producer_factory(
-            bootstrap_servers=kafka.bootstrap_servers,
-            client_id=f"{kafka.client_id}-producer",
-            acks="all",
-            linger_ms=5,
-            retries=5,
+        self._producer = acked_producer(
+            kafka, client_id=f"{kafka.client_id}-producer", factory=producer_factory, linger_ms=5
         )
         self._consumer.subscribe([kafka.telemetry_topic], listener=_Rebalance(self))
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        log.info("stop_requested", signal=signal.Signals(signum).name if signum else None)
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self, max_seconds: float | None = None) -> DaemonStats:
         """Consume until asked to stop (or `max_seconds`); drain, publish, commit, close."""
         log.info("daemon_started", topic=self.kafka.telemetry_topic, **self.engine.describe())
         started = last_stats = time.monotonic()
         try:
+            await_partitions(self._consumer, self.kafka.telemetry_topic, self._stop)
             while not self._stop.is_set():
                 polled = self._consumer.poll(timeout_ms=self.kafka.poll_timeout_ms)
                 self._last_poll = time.monotonic()

@@ -26,13 +26,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import redis
@@ -43,6 +40,12 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import ValidationError
 
 from stream_detector.errors import ConfigError
+from stream_detector.kafka_clients import (
+    StopSwitch,
+    acked_producer,
+    await_partitions,
+    group_consumer,
+)
 from stream_detector.records import AlertRecord
 from stream_detector.settings import KafkaSettings, Settings, SinkSettings
 from stream_detector.sinks.base import Outgoing, Severity, Sink, build_sink, severity_of
@@ -106,7 +109,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self._runner.on_assigned(list(assigned))
 
 
-class SinkRunner:
+class SinkRunner(StopSwitch):
     """Consumes the alerts topic as one consumer group and delivers to one sink."""
 
     def __init__(
@@ -130,7 +133,7 @@ class SinkRunner:
         self.group_id = group_id
         self.stats = SinkStats()
         self.stats_interval_s = stats_interval_s
-        self._stop = threading.Event()
+        super().__init__()
         self._items: list[_Item] = []
         self._revoked: set[TopicPartition] = set()
         self._last_poll = time.monotonic()
@@ -142,36 +145,19 @@ class SinkRunner:
             sinks.delivery,
             self._wait,
         )
-        self._consumer = consumer_factory(
-            bootstrap_servers=kafka.bootstrap_servers,
+        # The offset moves when the receiver accepted, never on a timer.
+        self._consumer = group_consumer(
+            kafka,
             group_id=group_id,
-            group_instance_id=kafka.group_instance_id,
             client_id=f"{kafka.client_id}-sink-{sink.kind}",
-            # The offset moves when the receiver accepted, never on a timer.
-            enable_auto_commit=False,
-            auto_offset_reset=kafka.auto_offset_reset,
-            max_poll_records=kafka.max_poll_records,
-            max_poll_interval_ms=kafka.max_poll_interval_ms,
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+            factory=consumer_factory,
         )
-        self._producer = producer_factory(
-            bootstrap_servers=kafka.bootstrap_servers,
-            client_id=f"{kafka.client_id}-sink-{sink.kind}-dlq",
-            acks="all",
-            retries=5,
+        self._producer = acked_producer(
+            kafka, client_id=f"{kafka.client_id}-sink-{sink.kind}-dlq", factory=producer_factory
         )
         self._consumer.subscribe([kafka.alerts_topic], listener=_Rebalance(self))
 
     # -- lifecycle -----------------------------------------------------------------------
-
-    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        log.info("stop_requested", signal=signal.Signals(signum).name if signum else None)
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self, max_seconds: float | None = None) -> SinkStats:
         """Deliver until asked to stop (or `max_seconds`); commit what is settled; close."""
@@ -180,7 +166,7 @@ class SinkRunner:
         )
         started = last_stats = time.monotonic()
         try:
-            self._await_topic_metadata()
+            await_partitions(self._consumer, self.kafka.alerts_topic, self._stop)
             while not self._stop.is_set():
                 self._collect()
                 if self._items:
@@ -201,18 +187,6 @@ class SinkRunner:
             self.close()
         log.info("sink_stopped", sink=self.sink.kind, **self.stats.as_dict())
         return self.stats
-
-    def _await_topic_metadata(self, timeout_s: float = 15.0) -> None:
-        # A group member that joins before it knows the topic's partitions is assigned
-        # nothing and sits idle until its next metadata refresh (minutes); learn them first.
-        deadline = time.monotonic() + timeout_s
-        while not self._stop.is_set():
-            if self._consumer.partitions_for_topic(self.kafka.alerts_topic):
-                return
-            if time.monotonic() >= deadline:
-                log.warning("alerts_topic_unknown", topic=self.kafka.alerts_topic)
-                return
-            self._stop.wait(0.2)
 
     def close(self) -> None:
         try:

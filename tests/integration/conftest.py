@@ -180,10 +180,14 @@ def read_alerts(bootstrap: str, topic: str) -> list[AlertRecord]:
     return [AlertRecord.model_validate_json(r.value) for r in read_topic(bootstrap, topic)]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, *daemons: DaemonProcess
+) -> None:
+    """Poll `predicate`; on timeout fail with what was awaited and the daemons' last log lines."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    logs = "\n".join(f"--- {d.log_path.name}\n{d.tail(25)}" for d in daemons)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")

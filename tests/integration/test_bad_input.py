@@ -88,7 +88,7 @@ def test_every_bad_record_is_dead_lettered_and_good_ones_are_scored(
     def done() -> bool:
         return group_caught_up(kafka_bootstrap, env.group, env.telemetry)
 
-    wait_until(done, 240, "all records consumed and committed")
+    wait_until(done, 300, "all records consumed and committed", daemon)
     assert daemon.alive(), "the daemon must survive bad input"
     assert daemon.terminate() == 0
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
+import time
 from collections import defaultdict
 
 import pytest
@@ -14,8 +16,6 @@ from producers.synthetic import send_synthetic
 from tests.integration.conftest import (
     SYNTHETIC_WINDOW,
     DaemonEnv,
-    committed_offsets,
-    end_offsets,
     group_caught_up,
     read_alerts,
     wait_until,
@@ -56,7 +56,7 @@ def test_alerts_cover_injected_anomalies_and_sigterm_drains(
     with TelemetrySender(kafka_bootstrap, env.telemetry) as sender:
         report = send_synthetic(sender, synthetic_channels, steps_per_record=5, progress=False)
     daemon = start_daemon(env)
-    wait_until(lambda: _all_committed(env), 120, "every telemetry offset committed")
+    wait_until(lambda: _all_committed(env), 240, "every telemetry offset committed", daemon)
     assert daemon.terminate() == 0, daemon.tail()
     stopped = daemon.wait_for_event("daemon_stopped")
     assert stopped["records"] == report.records
@@ -133,6 +133,9 @@ def test_sigkill_mid_replay_loses_no_episode_and_duplicates_share_ids(
 ):
     start_ts = 1_700_000_000.0
     slow = {"SD_KAFKA__MAX_POLL_RECORDS": "25", "SD_BATCHING__MAX_WAIT_MS": "20"}
+    # Static membership, as an operator would run it: the restarted process takes over the
+    # killed one's partitions at once instead of waiting out its session timeout.
+    static = {**slow, "SD_KAFKA__GROUP_INSTANCE_ID": "sd-test-replica-0"}
 
     # The uninterrupted run is the reference.
     ref = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, extra=slow)
@@ -141,33 +144,44 @@ def test_sigkill_mid_replay_loses_no_episode_and_duplicates_share_ids(
             sender, synthetic_channels, steps_per_record=2, start_ts=start_ts, progress=False
         )
     daemon = start_daemon(ref)
-    wait_until(lambda: _all_committed(ref), 180, "reference run committed everything")
+    wait_until(lambda: _all_committed(ref), 300, "reference run committed everything", daemon)
     assert daemon.terminate() == 0
     reference = read_alerts(kafka_bootstrap, ref.alerts)
     assert reference, "the reference run must alert for the test to mean anything"
 
-    # The same stream, killed with SIGKILL part-way, then started again.
-    env = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, extra=slow)
+    # The same stream, with SIGKILLs while the replay is half-way. Process A consumes the
+    # first half and is killed; process B takes over (its channels' windows and thresholds
+    # come back from Redis), the second half arrives, and B is killed after a random moment
+    # of work (mid-batch, between publish and commit, or wherever it happens to be);
+    # process C finishes.
+    env = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, extra=static)
+    half = len(synthetic_channels[0].test) // 2
     with TelemetrySender(kafka_bootstrap, env.telemetry) as sender:
         send_synthetic(
-            sender, synthetic_channels, steps_per_record=2, start_ts=start_ts, progress=False
+            sender,
+            synthetic_channels,
+            steps_per_record=2,
+            start_ts=start_ts,
+            limit_steps=half,
+            progress=False,
         )
-    total = sum(end_offsets(kafka_bootstrap, env.telemetry).values())
-
-    def progressed() -> bool:
-        done = sum(
-            max(o, 0) for o in committed_offsets(env.bootstrap, env.group, env.telemetry).values()
-        )
-        return done >= total * 0.4
-
     first = start_daemon(env)
-    wait_until(progressed, 180, "40% of the stream committed")
+    wait_until(lambda: _all_committed(env), 300, "first half committed", first)
     first.kill()
-    partial = read_alerts(kafka_bootstrap, env.alerts)
     second = start_daemon(env)
-    second.wait_for_event("channel_state_restored", timeout=60)
-    wait_until(lambda: _all_committed(env), 180, "restarted run committed everything")
-    assert second.terminate() == 0
+    second.wait_for_event("partitions_assigned", timeout=120)
+    with TelemetrySender(kafka_bootstrap, env.telemetry) as sender:
+        for ch in synthetic_channels:
+            for seq in range(half, len(ch.test), 2):
+                sender.send(ch.name, seq, start_ts + seq, ch.test[seq : seq + 2], 1.0)
+    second.wait_for_event("channel_state_restored", timeout=120)
+    time.sleep(random.uniform(0.0, 1.5))
+    second.kill()
+    partial = read_alerts(kafka_bootstrap, env.alerts)
+    third = start_daemon(env)
+    third.wait_for_event("partitions_assigned", timeout=120)
+    wait_until(lambda: _all_committed(env), 300, "the third process committed everything", third)
+    assert third.terminate() == 0
 
     recovered = read_alerts(kafka_bootstrap, env.alerts)
     assert _alert_keys(reference) == _alert_keys(recovered), "every episode event, none lost"
@@ -192,7 +206,7 @@ def test_threshold_state_lives_in_redis_under_the_model_version(
     with TelemetrySender(kafka_bootstrap, env.telemetry) as sender:
         send_synthetic(sender, synthetic_channels, limit_steps=300, progress=False)
     daemon = start_daemon(env)
-    wait_until(lambda: _all_committed(env), 120, "everything committed")
+    wait_until(lambda: _all_committed(env), 240, "everything committed", daemon)
     assert daemon.terminate() == 0
     version = ServedModel.load(synthetic_checkpoint, device="cpu").model_info.version
     client = redis_lib.Redis.from_url(redis_url)
@@ -201,3 +215,12 @@ def test_threshold_state_lives_in_redis_under_the_model_version(
         assert stored, f"no state for {channel.name}"
         assert int(stored[b"last_offset"]) >= 0
         assert len(stored[b"buffer"]) == SYNTHETIC_WINDOW * 2 * 4  # W rows × 2 features × f32
+
+
+def test_sigterm_while_starting_exits_cleanly(
+    kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, start_daemon
+):
+    env = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint)
+    daemon = start_daemon(env)
+    daemon.wait_for_event("daemon_starting")  # about to load the model and connect
+    assert daemon.terminate() == 0, daemon.tail()
