@@ -25,13 +25,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from stream_detector.models.base import FitConfig, FitHistory, register
+from stream_detector.models.base import register
 from stream_detector.models.reconstruction import ReconstructionDetector
-from stream_detector.models.torch_training import fit_network
 
 __all__ = ["ReluLSTM", "SmallLSTMAutoencoder", "SmallLSTMAutoencoderNetwork"]
 
@@ -138,25 +136,3 @@ class SmallLSTMAutoencoder(ReconstructionDetector):
             assert isinstance(network, SmallLSTMAutoencoderNetwork)
             loss = loss + self.l2 * network.kernel_penalty()
         return loss
-
-    def fit(
-        self,
-        train: np.ndarray,
-        val: np.ndarray | None,
-        config: FitConfig,
-        progress: bool = True,
-    ) -> FitHistory:
-        self.check_windows(train)
-        if val is not None and len(val) > 0:
-            self.check_windows(val)
-        self.to(config.device)
-        return fit_network(
-            self.network,
-            train,
-            val,
-            config,
-            batch_loss=self._batch_loss,
-            device=self.device,
-            progress=progress,
-            description=self.kind,
-        )

@@ -66,6 +66,10 @@ class ReconstructionDetector(Detector, abc.ABC):
         self.network.to(self.device)
         return self
 
+    def _batch_loss(self, network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch; subclasses with another objective override it."""
+        return reconstruction_mse(network, batch)
+
     def fit(
         self,
         train: np.ndarray,
@@ -82,7 +86,7 @@ class ReconstructionDetector(Detector, abc.ABC):
             train,
             val,
             config,
-            batch_loss=reconstruction_mse,
+            batch_loss=self._batch_loss,
             device=self.device,
             progress=progress,
             description=self.kind,

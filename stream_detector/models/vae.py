@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from stream_detector.models.base import FitConfig, FitHistory, register
+from stream_detector.models.base import register
 from stream_detector.models.reconstruction import ReconstructionDetector
-from stream_detector.models.torch_training import fit_network, windows_to_tensor
+from stream_detector.models.torch_training import windows_to_tensor
 
 __all__ = ["VAENetwork", "VariationalAutoencoder", "gaussian_kl"]
 
@@ -137,28 +137,6 @@ class VariationalAutoencoder(ReconstructionDetector):
         reconstruction, kl = network.reconstruct(batch)
         mse = torch.mean((reconstruction - batch) ** 2, dim=(1, 2))
         return torch.mean(mse + self._kl_weight * kl)
-
-    def fit(
-        self,
-        train: np.ndarray,
-        val: np.ndarray | None,
-        config: FitConfig,
-        progress: bool = True,
-    ) -> FitHistory:
-        self.check_windows(train)
-        if val is not None and len(val) > 0:
-            self.check_windows(val)
-        self.to(config.device)
-        return fit_network(
-            self.network,
-            train,
-            val,
-            config,
-            batch_loss=self._batch_loss,
-            device=self.device,
-            progress=progress,
-            description=self.kind,
-        )
 
     def _error_and_kl(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(B, n_features) squared error of the decoded μ, and (B,) KL, in one pass."""
