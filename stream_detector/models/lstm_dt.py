@@ -35,7 +35,7 @@ from stream_detector.models.base import (
     register,
     resolve_device,
 )
-from stream_detector.models.torch_training import fit_network, windows_to_tensor
+from stream_detector.models.torch_training import fit_detector, windows_to_tensor
 
 __all__ = ["LSTMNextValuePredictor", "TelemanomNetwork"]
 
@@ -154,20 +154,7 @@ class LSTMNextValuePredictor(Detector):
         config: FitConfig,
         progress: bool = True,
     ) -> FitHistory:
-        self.check_windows(train)
-        if val is not None and len(val) > 0:
-            self.check_windows(val)
-        self.to(config.device)
-        return fit_network(
-            self.network,
-            train,
-            val,
-            config,
-            batch_loss=self._batch_loss,
-            device=self.device,
-            progress=progress,
-            description=self.kind,
-        )
+        return fit_detector(self, self.network, train, val, config, self._batch_loss, progress)
 
     def score(self, windows: np.ndarray) -> np.ndarray:
         """Mean absolute error of the predicted values of each window (B,)."""

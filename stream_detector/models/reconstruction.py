@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from stream_detector.models.base import Detector, FitConfig, FitHistory, resolve_device
-from stream_detector.models.torch_training import fit_network, windows_to_tensor
+from stream_detector.models.torch_training import fit_detector, windows_to_tensor
 
 __all__ = ["ReconstructionDetector", "reconstruction_mse"]
 
@@ -77,20 +77,7 @@ class ReconstructionDetector(Detector, abc.ABC):
         config: FitConfig,
         progress: bool = True,
     ) -> FitHistory:
-        self.check_windows(train)
-        if val is not None and len(val) > 0:
-            self.check_windows(val)
-        self.to(config.device)
-        return fit_network(
-            self.network,
-            train,
-            val,
-            config,
-            batch_loss=self._batch_loss,
-            device=self.device,
-            progress=progress,
-            description=self.kind,
-        )
+        return fit_detector(self, self.network, train, val, config, self._batch_loss, progress)
 
     def _squared_error_per_feature(self, windows: np.ndarray) -> np.ndarray:
         """(B, n_features) mean squared error over time steps, float32 on the CPU."""

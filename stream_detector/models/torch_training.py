@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from stream_detector.models.base import FitConfig, FitHistory
+from stream_detector.models.base import Detector, FitConfig, FitHistory
 
 __all__ = ["BatchLoss", "fit_network", "windows_to_tensor"]
 
@@ -152,3 +152,29 @@ def fit_network(
     network.eval()
     history.seconds = time.perf_counter() - started
     return history
+
+
+def fit_detector(
+    detector: Detector,
+    network: nn.Module,
+    train: np.ndarray,
+    val: np.ndarray | None,
+    config: FitConfig,
+    batch_loss: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    progress: bool = True,
+) -> FitHistory:
+    """`Detector.fit` for a detector that trains one network on one batch loss."""
+    detector.check_windows(train)
+    if val is not None and len(val) > 0:
+        detector.check_windows(val)
+    detector.to(config.device)
+    return fit_network(
+        network,
+        train,
+        val,
+        config,
+        batch_loss=batch_loss,
+        device=detector.device,
+        progress=progress,
+        description=detector.kind,
+    )
