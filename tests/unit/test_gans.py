@@ -88,7 +88,7 @@ CASES = {
         lr=3e-3,
         bar="percentile",
     ),
-    "anogan": GANCase(AnoGAN, {"hidden": 64, "latent": 4}, epochs=15, lr=3e-3, bar="mean"),
+    "anogan": GANCase(AnoGAN, {"hidden": 64, "latent": 4}, epochs=15, lr=3e-3, bar="percentile"),
     "madgan": GANCase(
         MADGAN,
         {"hidden": 32, "noise": 4, "inversion_steps": 30},
@@ -150,11 +150,10 @@ def test_gan_scores_injected_anomalies_above_normal_windows(
             assert np.mean(scores > np.median(normal_scores)) >= 0.8, kind
 
 
-def test_only_gans_that_keep_the_model_contract_are_registered() -> None:
-    """The registered GANs pass every contract test in test_models.py; see docs/gans.md."""
+def test_every_gan_is_registered() -> None:
+    """All six run the model contract in test_models.py (bars per kind: docs/gans.md)."""
     registered = set(available_detectors())
-    assert {"beatgan", "tadgan", "latent_search_gan"} <= registered
-    assert not {"anogan", "madgan", "reggan"} & registered
+    assert {"beatgan", "tadgan", "latent_search_gan", "anogan", "madgan", "reggan"} <= registered
 
 
 def test_state_dict_holds_every_network_and_the_critic_statistics() -> None:

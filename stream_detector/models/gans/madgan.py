@@ -8,11 +8,6 @@ squared residual ‖x − G(z)‖²; then (1 − λ) · residual + λ · (1 − 
 probability that x is real. The paper inverts with many small steps (lr 1e-4); we default
 to few large ones so that a stream can be scored on a CPU.
 
-Not registered yet: after a few CPU epochs its generator does not yet fit normal windows well
-enough to score spikes at twice every normal window, which is what the model contract in
-``tests/unit/test_models.py`` asks of every registered kind (anomalies at twice every normal
-score, the validation score halving in training). docs/gans.md has the numbers; it is
-importable and tested in ``tests/unit/test_gans.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stream_detector.models.base import register
 from stream_detector.models.gans.detector import GANDetector, search_latent
 from stream_detector.models.gans.training import adam, standard_gan_step
 
@@ -54,6 +50,7 @@ class LSTMSequenceDiscriminator(nn.Module):
         return self.to_logit(sequence).squeeze(2).mean(dim=1)
 
 
+@register
 class MADGAN(GANDetector):
     """LSTM GAN; score = residual after inverting x to noise, plus D's doubt."""
 
