@@ -331,6 +331,49 @@ def evaluate(
     )
 
 
+@main.command()
+@click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--trials", type=int, default=None, help="Override the study's number of trials.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output folder [default: artifacts/tune/<study name>-<time>].",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
+@click.pass_context
+def tune(
+    ctx: click.Context, config_file: Path, trials: int | None, out: Path | None, no_progress: bool
+) -> None:
+    """Search a model's hyperparameters (and thresholds) with Optuna, as CONFIG_FILE says.
+
+    CONFIG_FILE is TOML or JSON (see docs/tune-example.toml): the model kind, the channels,
+    the fixed recipe, the ranges to search and the objective: val_loss (label-free, the
+    validation split of each channel's train data) or event_f1 / composite_f1 (reads the
+    test labels: the best value is in-sample). Writes trials.csv, best.json, history.png.
+    """
+    from stream_detector.tuning import load_tune_config, run_study
+
+    settings = _settings(ctx)
+    _limit_torch_threads(settings)
+    try:
+        config = load_tune_config(config_file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    target = out or Path("artifacts/tune") / f"{config.study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        result = run_study(config, settings, target, trials=trials, progress=not no_progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"best {config.study.objective}: {result.best_value:.6g}")
+    for name, value in sorted(result.best_params.items()):
+        click.echo(f"  {name} = {value}")
+    click.echo(
+        f"wrote {result.trials_csv}, {result.best_json}"
+        + (f", {result.plot}" if result.plot else "")
+    )
+
+
 @main.group()
 def alerts() -> None:
     """Read the alerts topic."""

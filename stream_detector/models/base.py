@@ -211,15 +211,20 @@ def get_detector_class(kind: str) -> type[Detector]:
         raise KeyError(f"unknown detector kind {kind!r}; available: {available}") from None
 
 
-def build_detector(kind: str, window: int, n_features: int, **hyperparameters: Any) -> Detector:
-    """A fresh, untrained detector of ``kind``; ValueError for hyperparameters it does not take."""
-    cls = get_detector_class(kind)
-    accepted = [
+def accepted_hyperparameters(kind: str) -> list[str]:
+    """The hyperparameter names a ``kind``'s constructor takes (besides window, n_features)."""
+    return [
         name
-        for name, param in inspect.signature(cls.__init__).parameters.items()
+        for name, param in inspect.signature(get_detector_class(kind).__init__).parameters.items()
         if name not in ("self", "window", "n_features")
         and param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
     ]
+
+
+def build_detector(kind: str, window: int, n_features: int, **hyperparameters: Any) -> Detector:
+    """A fresh, untrained detector of ``kind``; ValueError for hyperparameters it does not take."""
+    cls = get_detector_class(kind)
+    accepted = accepted_hyperparameters(kind)
     unknown = sorted(set(hyperparameters) - set(accepted))
     if unknown:
         raise ValueError(
