@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import structlog
@@ -37,11 +37,14 @@ from stream_detector.kafka_clients import (
 )
 from stream_detector.records import DeadLetterRecord, parse_telemetry
 from stream_detector.settings import KafkaSettings
-from stream_detector.thresholds.store import StateStore
+from stream_detector.thresholds.store import StateStore, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
 _DEAD_LETTER_LOGS_PER_INTERVAL = 20
+_STORE_RETRY_FIRST_S = 0.1
+_STORE_RETRY_MAX_S = 5.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -53,6 +56,7 @@ class DaemonStats:
     skipped_replayed: int = 0
     flushes: int = 0
     keepalive_polls: int = 0
+    store_retries: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,6 +68,7 @@ class DaemonStats:
             "skipped_replayed": self.skipped_replayed,
             "flushes": self.flushes,
             "keepalive_polls": self.keepalive_polls,
+            "store_retries": self.store_retries,
             "dead_letters": dict(self.dead_letters),
         }
 
@@ -180,7 +185,12 @@ class DetectorDaemon(StopSwitch):
     def _state_for(self, channel: str, partition: int) -> ChannelState:
         state = self._states.get(channel)
         if state is None:
-            stored = self.store.load([channel]).get(channel)
+            # No keep-alive polls here: a rebalance handled in the middle of a record could
+            # commit its offset before it is applied. A long outage costs the group
+            # membership instead, which the commit path already survives.
+            stored = self._through_outage(
+                lambda: self.store.load([channel]), "load", keep_alive=False
+            ).get(channel)
             if stored is not None:
                 state = self.engine.restore_state(channel, stored)
                 log.info(
@@ -299,7 +309,8 @@ class DetectorDaemon(StopSwitch):
             fut.get(timeout=self.kafka.publish_timeout_s)
         self._dead = []
         # 3. save channel states stamped with their offsets
-        self.store.save([self._states[c] for c in sorted(self._dirty) if c in self._states])
+        dirty = [self._states[c] for c in sorted(self._dirty) if c in self._states]
+        self._through_outage(lambda: self.store.save(dirty), "save", keep_alive=True)
         self._dirty.clear()
         # 4. commit input offsets
         if self._uncommitted:
@@ -322,6 +333,36 @@ class DetectorDaemon(StopSwitch):
         )
         self._uncommitted = {}
         self._oldest_uncommitted = None
+
+    def _through_outage(self, call: Callable[[], T], what: str, *, keep_alive: bool) -> T:
+        """Retry a state-store call until the store is back; offsets wait uncommitted.
+
+        The in-memory states are the truth while Redis restarts: once it answers again (with
+        its persisted data or empty) the next save writes them. A stop request during the
+        outage gives up with the offsets uncommitted: the records come again after a restart
+        and, with the alerts already published, produce the same alert ids.
+        """
+        delay, since = _STORE_RETRY_FIRST_S, None
+        while True:
+            try:
+                result = call()
+            except StoreUnavailable as exc:
+                if since is None:
+                    since = time.monotonic()
+                    log.warning("state_store_unavailable", during=what, error=str(exc)[:200])
+                self.stats.store_retries += 1
+                if self._stop.is_set():
+                    raise
+                if keep_alive:
+                    self._keep_alive()
+                self._stop.wait(delay)
+                delay = min(delay * 2, _STORE_RETRY_MAX_S)
+                continue
+            if since is not None:
+                log.info(
+                    "state_store_back", during=what, waited_s=round(time.monotonic() - since, 2)
+                )
+            return result
 
     def _keep_alive(self) -> None:
         """Poll with every partition paused once half of max_poll_interval has passed.

@@ -166,9 +166,18 @@ class RedisServer:
         Data must survive (AOF + RDB in the same dir). Clients see their
         connections drop, exactly like a real Redis restart in production.
         """
+        self.stop()
+        self.start()
+
+    def stop(self) -> None:
+        """SHUTDOWN SAVE: the data is on disk, clients get connection errors until start()."""
         if self._env is None:
-            pytest.skip("restart() needs the fixture-managed Redis, not SD_TEST_REDIS_URL")
+            pytest.skip("stopping Redis needs the fixture-managed one, not SD_TEST_REDIS_URL")
         _run(REDIS_SH, "stop", self._env, timeout=60)
+
+    def start(self) -> None:
+        if self._env is None:
+            pytest.skip("starting Redis needs the fixture-managed one, not SD_TEST_REDIS_URL")
         _run(REDIS_SH, "start", self._env, timeout=60)
 
 

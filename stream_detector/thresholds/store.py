@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 
 import redis
@@ -10,8 +12,16 @@ import redis
 from stream_detector.engine import ChannelState, StoredState
 
 
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached right now (restarting, loading, network): try again."""
+
+
 class StateStore(abc.ABC):
-    """Loads and saves channel states; ``save`` never lets a state move backwards."""
+    """Loads and saves channel states; ``save`` never lets a state move backwards.
+
+    Both raise `StoreUnavailable` for an outage a caller should wait out; anything else is
+    a bug or a misconfiguration and propagates as is.
+    """
 
     @abc.abstractmethod
     def load(self, channels: list[str]) -> dict[str, StoredState]:
@@ -65,8 +75,10 @@ class RedisStateStore(StateStore):
         pipe = self._client.pipeline(transaction=False)
         for channel in channels:
             pipe.hmget(self.key(channel), "partition", "last_offset", "state", "buffer")
+        with _outage_is_unavailable():
+            replies = pipe.execute()
         found: dict[str, StoredState] = {}
-        for channel, (partition, offset, doc, rows) in zip(channels, pipe.execute(), strict=True):
+        for channel, (partition, offset, doc, rows) in zip(channels, replies, strict=True):
             if offset is None:
                 continue
             found[channel] = StoredState(int(partition), int(offset), doc, rows or b"")
@@ -81,4 +93,15 @@ class RedisStateStore(StateStore):
             doc, rows = st.encode()
             keys.append(self.key(st.channel))
             args.extend([str(st.partition), str(st.last_offset), doc, rows])
-        return int(self._save_script(keys=keys, args=args))
+        with _outage_is_unavailable():
+            return int(self._save_script(keys=keys, args=args))
+
+
+@contextmanager
+def _outage_is_unavailable() -> Iterator[None]:
+    # ConnectionError covers a refused or dropped connection and BusyLoadingError (a
+    # restarted Redis still loading its snapshot); TimeoutError a stalled one.
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc

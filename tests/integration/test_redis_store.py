@@ -11,7 +11,7 @@ import redis
 
 from stream_detector.buffers import ChannelBuffer
 from stream_detector.engine import ChannelState
-from stream_detector.thresholds.store import RedisStateStore
+from stream_detector.thresholds.store import RedisStateStore, StoreUnavailable
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +82,20 @@ def test_state_and_script_survive_a_redis_restart(redis_server, redis_url: str) 
     assert store.load(["A"])["A"].last_offset == 4
     assert store.save([_state("A", 5, 0.5)]) == 1  # NOSCRIPT → the script is loaded again
     assert store.load(["A"])["A"].last_offset == 5
+
+
+def test_an_outage_is_reported_as_unavailable_and_passes(redis_server, redis_url: str) -> None:
+    """While Redis is down both calls raise StoreUnavailable; afterwards they work again."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
+    store = RedisStateStore(client, f"t{uuid.uuid4().hex[:6]}", "v1")
+    store.save([_state("A", 4, 0.4)])
+    redis_server.stop()
+    try:
+        with pytest.raises(StoreUnavailable, match="ConnectionError"):
+            store.save([_state("A", 5, 0.5)])
+        with pytest.raises(StoreUnavailable):
+            store.load(["A"])
+    finally:
+        redis_server.start()
+    assert store.load(["A"])["A"].last_offset == 4
+    assert store.save([_state("A", 5, 0.5)]) == 1
