@@ -267,6 +267,13 @@ def _parse_hp(item: str) -> tuple[str, Any]:
     "score each channel once, judge the scores with every variant.",
 )
 @click.option(
+    "--score-cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --thresholds: keep each channel's checkpoint and scores here and reuse them "
+    "on the next run with the same recipe (no retraining).",
+)
+@click.option(
     "--data-root",
     type=click.Path(path_type=Path),
     default=None,
@@ -289,6 +296,7 @@ def evaluate(
     out: Path | None,
     no_plots: bool,
     grid: Path | None,
+    score_cache: Path | None,
     data_root: Path | None,
 ) -> None:
     """Train per channel, score each test split causally through the daemon's engine, and
@@ -312,11 +320,15 @@ def evaluate(
         train_stride=train_stride,
     )
     target = out or Path("artifacts/eval") / f"{kind}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if score_cache is not None and grid is None:
+        raise click.BadParameter("needs --thresholds", param_hint="--score-cache")
     if grid is not None:
         from stream_detector.evaluation.threshold_grid import load_grid, run_grid, write_grid
 
         variants = load_grid(grid)
-        results = run_grid(root, dataset, recipe, settings, variants, list(channels) or None)
+        results = run_grid(
+            root, dataset, recipe, settings, variants, list(channels) or None, cache=score_cache
+        )
         doc = write_grid(results, root, kind, target, variants)
         click.echo(doc.read_text())
         return

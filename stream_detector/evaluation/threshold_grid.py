@@ -5,6 +5,11 @@ stream order; only the model's window scores are computed once and replayed, sin
 not depend on the threshold. Beside the test metrics, each variant's alarm rate on the last
 part of the *train* split (validation; no labels there, every episode presumed false) is
 reported, so a variant can be chosen without looking at test labels.
+
+With a ``cache`` folder each channel's checkpoint and raw window scores (test and
+validation) are kept there, and a later grid with the same recipe reuses them instead of
+training again: trying a new threshold costs seconds per channel, not a training run. The
+cache is keyed by the recipe; a different recipe refuses a folder made by another.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from stream_detector.records import ModelInfo
 from stream_detector.serving import ServedModel
 from stream_detector.settings import AlertSettings, Settings, ThresholdSettings
 from stream_detector.thresholds.base import ScorePrior
+from stream_detector.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from stream_detector.training.trainer import train_on_series
 
 VALIDATION_FRACTION = 0.2
@@ -108,6 +114,40 @@ def _episodes(
     return run.episodes(), np.asarray(run.scores, dtype=np.float32)
 
 
+class ScoreCache:
+    """One folder per recipe: ``<chan>.pt`` (checkpoint) and ``<chan>.npz`` (raw scores)."""
+
+    def __init__(self, folder: Path, recipe: ModelRecipe) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = self.folder / "recipe.json"
+        described = json.dumps(recipe.describe(), sort_keys=True)
+        if stamp.exists() and stamp.read_text().strip() != described:
+            raise ValueError(
+                f"{self.folder} caches scores of another recipe ({stamp.read_text().strip()}); "
+                "use another folder"
+            )
+        stamp.write_text(described + "\n")
+
+    def load(self, chan: str) -> tuple[Checkpoint, np.ndarray, np.ndarray | None] | None:
+        ckpt, scores = self.folder / f"{chan}.pt", self.folder / f"{chan}.npz"
+        if not (ckpt.exists() and scores.exists()):
+            return None
+        with np.load(scores) as data:
+            val = data["validation"] if "validation" in data.files else None
+            return load_checkpoint(ckpt, device="cpu"), data["test"], val
+
+    def save(
+        self, chan: str, checkpoint: Checkpoint, test: np.ndarray, val: np.ndarray | None
+    ) -> None:
+        save_checkpoint(checkpoint, self.folder / f"{chan}.pt")
+        target = self.folder / f"{chan}.npz"
+        if val is None:
+            np.savez(target, test=test)
+        else:
+            np.savez(target, test=test, validation=val)
+
+
 def grid_channel(
     root: Path,
     rows: Sequence[LabelRow],
@@ -115,25 +155,30 @@ def grid_channel(
     base: Settings,
     variants: Sequence[ThresholdVariant],
     results: dict[str, VariantResult],
+    cache: ScoreCache | None = None,
 ) -> None:
     chan = rows[0].chan_id
     train = load_series(root, chan, "train")
-    checkpoint = train_on_series(
-        recipe.kind,
-        [train],
-        window=recipe.window,
-        channels=[chan],
-        dataset="smap_msl",
-        hyperparameters=recipe.hyperparameters,
-        fit_config=recipe.fit,
-        train_stride=recipe.train_stride,
-        progress=False,
-    )
-    model = ServedModel(checkpoint)
     test = load_series(root, chan, "test")
     validation = train[int(len(train) * (1 - VALIDATION_FRACTION)) :]
     test_scores: np.ndarray | None = None
     val_scores: np.ndarray | None = None
+    cached = cache.load(chan) if cache is not None else None
+    if cached is not None:
+        checkpoint, test_scores, val_scores = cached
+    else:
+        checkpoint = train_on_series(
+            recipe.kind,
+            [train],
+            window=recipe.window,
+            channels=[chan],
+            dataset="smap_msl",
+            hyperparameters=recipe.hyperparameters,
+            fit_config=recipe.fit,
+            train_stride=recipe.train_stride,
+            progress=False,
+        )
+    model = ServedModel(checkpoint)
     for variant in variants:
         settings = variant.settings(base)
         predicted, test_scores = _episodes(settings, model, chan, test, test_scores)
@@ -147,6 +192,8 @@ def grid_channel(
             val_eps, val_scores = _episodes(settings, model, chan, validation, val_scores)
             result.validation_episodes += len(val_eps)
             result.validation_steps += len(validation)
+    if cache is not None and cached is None and test_scores is not None:
+        cache.save(chan, checkpoint, test_scores, val_scores)
 
 
 def run_grid(
@@ -157,6 +204,7 @@ def run_grid(
     variants: Sequence[ThresholdVariant],
     channels: Sequence[str] | None = None,
     progress: bool = True,
+    cache: Path | None = None,
 ) -> dict[str, VariantResult]:
     crafts = DATASETS[dataset]
     rows = [r for r in load_labels(root) if r.spacecraft in crafts]
@@ -166,13 +214,14 @@ def run_grid(
     for row in rows:
         grouped.setdefault(row.chan_id, []).append(row)
     results: dict[str, VariantResult] = {}
+    score_cache = ScoreCache(cache, recipe) if cache is not None else None
     for chan in tqdm(
         grouped,
         desc=f"{recipe.kind} × {len(variants)} thresholds",
         unit="channel",
         disable=None if progress else True,
     ):
-        grid_channel(root, grouped[chan], recipe, base, variants, results)
+        grid_channel(root, grouped[chan], recipe, base, variants, results, score_cache)
     return results
 
 

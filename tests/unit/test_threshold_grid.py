@@ -1,0 +1,70 @@
+"""The threshold grid: same numbers as `evaluate` for the same settings, and its score cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from stream_detector.evaluation import threshold_grid
+from stream_detector.evaluation.metrics import summarise
+from stream_detector.evaluation.runner import ModelRecipe, evaluate
+from stream_detector.evaluation.threshold_grid import ThresholdVariant, run_grid
+from stream_detector.models.base import FitConfig
+from stream_detector.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "datasets" / "smap_msl"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"SMAP/MSL data not found at {DATA}")
+
+RECIPE = ModelRecipe(
+    kind="dense_ae",
+    window=30,
+    hyperparameters={"score_features": [0], "hidden": [16, 8]},
+    fit=FitConfig(epochs=2, device="cpu"),
+    train_stride=4,
+)
+VARIANTS = [
+    ThresholdVariant("default", {"kind": "ewma_sigma"}),
+    ThresholdVariant(
+        "k=8, 2 of 3", {"kind": "ewma_sigma", "k": 8}, {"min_hits": 2, "hit_window": 3}
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _metrics(results, name):
+    return summarise(results[name].counts)
+
+
+def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    results = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS, ["A-1"], False, cache=cache)
+    report = evaluate(DATA, "smap", RECIPE, Settings(), channels=["A-1"], progress=False)
+    assert _metrics(results, "default") == summarise([o.counts for o in report.outcomes])
+    assert {p.name for p in cache.iterdir()} == {"recipe.json", "A-1.pt", "A-1.npz"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached channel must not be trained again")
+
+    monkeypatch.setattr(threshold_grid, "train_on_series", no_training)
+    again = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS, ["A-1"], False, cache=cache)
+    for variant in VARIANTS:
+        assert _metrics(again, variant.name) == _metrics(results, variant.name)
+        assert again[variant.name].validation_episodes == results[variant.name].validation_episodes
+
+
+def test_a_cache_of_another_recipe_is_refused(tmp_path):
+    cache = tmp_path / "cache"
+    run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS[:1], ["A-1"], False, cache=cache)
+    other = ModelRecipe(**{**RECIPE.__dict__, "window": 40})
+    with pytest.raises(ValueError, match="another recipe"):
+        run_grid(DATA, "smap", other, Settings(), VARIANTS[:1], ["A-1"], False, cache=cache)
