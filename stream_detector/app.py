@@ -16,6 +16,7 @@ from stream_detector.errors import CheckpointError, ConfigError
 from stream_detector.serving import ServedModel
 from stream_detector.settings import KafkaSettings, Settings
 from stream_detector.thresholds import build_threshold
+from stream_detector.thresholds.calibration import ScoreCalibrator
 from stream_detector.thresholds.store import RedisStateStore
 
 log = structlog.get_logger(__name__)
@@ -64,10 +65,21 @@ def build_engine(settings: Settings, model: ScoringModel) -> DetectionEngine:
         )
     except ValueError as exc:
         raise ConfigError("SD_ALERTS__MIN_HITS", str(exc)) from None
+    calibrator = None
+    if t.calibration == "zscore":
+        if model.score_prior is None:
+            raise ConfigError(
+                "SD_THRESHOLD__CALIBRATION", "zscore needs the checkpoint's training scores"
+            )
+        try:
+            calibrator = ScoreCalibrator.from_prior(model.score_prior)
+        except ValueError as exc:
+            raise ConfigError("SD_THRESHOLD__CALIBRATION", str(exc)) from None
     return DetectionEngine(
         model,
         threshold,
         rules,
+        calibrator=calibrator,
         stride=settings.model.stride,
         channels=settings.model.channels,
         max_batch_size=settings.batching.max_batch_size,

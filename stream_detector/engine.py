@@ -27,6 +27,7 @@ from stream_detector.records import (
     alert_id_for,
 )
 from stream_detector.thresholds.base import ScorePrior, ThresholdState, ThresholdStrategy
+from stream_detector.thresholds.calibration import ScoreCalibrator
 
 
 class ScoringModel(Protocol):
@@ -100,6 +101,7 @@ class DetectionEngine:
         max_batch_size: int = 256,
         topic: str = "",
         emit_scores: bool = False,
+        calibrator: ScoreCalibrator | None = None,
     ) -> None:
         self.model = model
         self.threshold = threshold
@@ -113,7 +115,9 @@ class DetectionEngine:
         self.topic = topic
         self.emit_scores = emit_scores
         self.model_info = model.model_info
-        self._prior = model.score_prior
+        self.calibrator = calibrator
+        prior = model.score_prior
+        self._prior = calibrator.calibrated_prior(prior) if calibrator and prior else prior
         # The detection config is data: its hash rides on every alert, so a reader can tell
         # which threshold and rules fired without guessing from deploy history.
         self.config_version = hashlib.sha256(
@@ -203,6 +207,8 @@ class DetectionEngine:
             if not math.isfinite(score):
                 # A model that overflows is a model bug, not an anomaly; never page on it.
                 score = float(np.finfo(np.float32).max)
+            if self.calibrator is not None:
+                score = self.calibrator(score)
             state.threshold, decision = self.threshold.step(state.threshold, score)
             if decision.anomalous:
                 outcome.anomalous_windows += 1
@@ -260,6 +266,7 @@ class DetectionEngine:
             "stride": self.stride,
             "n_features": self.n_features,
             "threshold": self.threshold.describe(),
+            **({"calibration": self.calibrator.describe()} if self.calibrator else {}),
             "episode_rules": {
                 "min_hits": self.rules.min_hits,
                 "hit_window": self.rules.hit_window,

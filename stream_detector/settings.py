@@ -102,6 +102,11 @@ class ThresholdSettings(BaseModel):
         ge=1.0,
         description="never alarm below this multiple of the channel's typical score",
     )
+    calibration: Literal["none", "zscore"] = Field(
+        default="none",
+        description="zscore: map raw scores onto |N(0,1)| by the training scores' quantiles "
+        "before the threshold (alert scores and thresholds are then in z units)",
+    )
 
 
 class AlertSettings(BaseModel):

@@ -26,10 +26,11 @@ from tqdm import tqdm
 
 from stream_detector.data.smap_msl import LabelRow, load_labels, load_series
 from stream_detector.engine import ScoringModel
+from stream_detector.evaluation.calibrate import f1_optimal_threshold, fpr_target_threshold
 from stream_detector.evaluation.metrics import ChannelCounts, EventMetrics, count_channel, summarise
 from stream_detector.evaluation.reference import telemanom_reference
 from stream_detector.evaluation.runner import DATASETS, ModelRecipe
-from stream_detector.offline import run_offline
+from stream_detector.offline import OfflineRun, run_offline
 from stream_detector.records import ModelInfo
 from stream_detector.serving import ServedModel
 from stream_detector.settings import AlertSettings, Settings, ThresholdSettings
@@ -96,22 +97,57 @@ class VariantResult:
     rows: list[LabelRow] = field(default_factory=list)
     validation_episodes: int = 0
     validation_steps: int = 0
+    oracle: bool = False  # fitted on the test labels: an upper bound, not a result
 
 
-def _episodes(
+def _run(
     engine_settings: Settings,
     model: ScoringModel,
     chan: str,
     series: np.ndarray,
     scores: np.ndarray | None,
-) -> tuple[list[tuple[int, int]], np.ndarray]:
+) -> OfflineRun:
     from stream_detector.app import build_engine
 
     served: ScoringModel = model if scores is None else _ReplayedScores(model, scores)
     engine = build_engine(engine_settings, served)
     engine.emit_scores = True
-    run = run_offline(engine, chan, series, steps_per_record=10)
-    return run.episodes(), np.asarray(run.scores, dtype=np.float32)
+    return run_offline(engine, chan, series, steps_per_record=10)
+
+
+def _raw_scores(base: Settings, model: ScoringModel, chan: str, series: np.ndarray) -> np.ndarray:
+    """The model's own window scores, in stream order (before any calibration)."""
+    plain = base.model_copy(
+        update={"threshold": base.threshold.model_copy(update={"calibration": "none"})}
+    )
+    return np.asarray(_run(plain, model, chan, series, None).scores, dtype=np.float32)
+
+
+ORACLE_KINDS = frozenset({"f1_optimal", "fpr_target"})
+
+
+def _oracle_settings(
+    variant: ThresholdVariant, base: Settings, run: OfflineRun, rows: Sequence[LabelRow]
+) -> Settings:
+    """A ``fixed`` threshold fitted on this channel's test labels (see evaluation.calibrate)."""
+    truth = np.zeros(rows[0].num_values, dtype=bool)
+    for row in rows:
+        for start, end in row.anomaly_sequences:
+            truth[start : end + 1] = True
+    labels = truth[np.asarray(run.end_seqs, dtype=np.int64)]
+    scores = np.asarray(run.scores, dtype=np.float64)  # calibrated if the variant says so
+    params = dict(variant.threshold.get("params", {}))
+    if variant.threshold["kind"] == "fpr_target":
+        value = fpr_target_threshold(scores, labels, float(params.get("fpr", 0.01)))
+    elif labels.any():
+        value, _ = f1_optimal_threshold(scores, labels)
+    else:
+        value = float(scores.max()) * 1.01  # nothing to find: flag nothing
+    fixed = {k: v for k, v in variant.threshold.items() if k not in ("kind", "params")}
+    value = max(value, float(np.finfo(np.float32).tiny))
+    return variant.settings(base).model_copy(
+        update={"threshold": ThresholdSettings(**fixed, kind="fixed", params={"value": value})}
+    )
 
 
 class ScoreCache:
@@ -179,20 +215,43 @@ def grid_channel(
             progress=False,
         )
     model = ServedModel(checkpoint)
+    if test_scores is None:
+        test_scores = _raw_scores(base, model, chan, test)
+        if len(validation) > checkpoint.window:
+            val_scores = _raw_scores(base, model, chan, validation)
     for variant in variants:
         settings = variant.settings(base)
-        predicted, test_scores = _episodes(settings, model, chan, test, test_scores)
+        if variant.threshold.get("kind") in ORACLE_KINDS:
+            # Fitted on the scores as this variant's engine sees them (calibrated or not).
+            scored = _run(
+                variant.settings(base).model_copy(
+                    update={
+                        "threshold": ThresholdSettings(
+                            kind="fixed",
+                            params={"value": 1.0},
+                            calibration=variant.threshold.get("calibration", "none"),
+                        )
+                    }
+                ),
+                model,
+                chan,
+                test,
+                test_scores,
+            )
+            settings = _oracle_settings(variant, base, scored, rows)
+        predicted = _run(settings, model, chan, test, test_scores).episodes()
         result = results.setdefault(variant.name, VariantResult())
+        result.oracle = variant.threshold.get("kind") in ORACLE_KINDS
         for row in rows:
             result.counts.append(
                 count_channel(chan, row.anomaly_sequences, predicted, row.num_values)
             )
             result.rows.append(row)
-        if len(validation) > checkpoint.window:
-            val_eps, val_scores = _episodes(settings, model, chan, validation, val_scores)
+        if val_scores is not None:
+            val_eps = _run(settings, model, chan, validation, val_scores).episodes()
             result.validation_episodes += len(val_eps)
             result.validation_steps += len(validation)
-    if cache is not None and cached is None and test_scores is not None:
+    if cache is not None and cached is None:
         cache.save(chan, checkpoint, test_scores, val_scores)
 
 
@@ -242,8 +301,9 @@ def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
             counts = [c for c, r in zip(res.counts, res.rows, strict=True) if r.spacecraft == craft]
             m: EventMetrics = summarise(counts)
             val = 1000.0 * res.validation_episodes / max(res.validation_steps, 1)
+            label = f"{name} (oracle: test labels)" if res.oracle else name
             lines.append(
-                f"| {kind} | {name} | {craft} | {m.precision:.3f} | {m.recall:.3f} | {m.f1:.3f} | "
+                f"| {kind} | {label} | {craft} | {m.precision:.3f} | {m.recall:.3f} | {m.f1:.3f} | "
                 f"{m.f05:.3f} | {m.flagged_fraction:.1%} | **{m.composite_f1:.3f}** | "
                 f"{'' if m.mean_delay is None else f'{m.mean_delay:.0f}'} | "
                 f"{_alerts_per_1000_normal(counts):.2f} | {val:.2f} |"

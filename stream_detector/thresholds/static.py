@@ -69,3 +69,23 @@ class TrainSigmaThreshold(ThresholdStrategy):
 
     def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
         return _judge(state, score)
+
+
+@register_threshold("fixed")
+class FixedThreshold(ThresholdStrategy):
+    """Alarm above a value chosen elsewhere: by hand, or offline on labelled data
+    (`stream_detector.evaluation.calibrate`: F1-optimal or a false-positive-rate target)."""
+
+    def __init__(self, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"value must be positive, got {value}")
+        self.value = float(value)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value}
+
+    def initial_state(self, prior: ScorePrior | None) -> ThresholdState:
+        return {"threshold": self.value}
+
+    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
+        return _judge(state, score)

@@ -68,3 +68,23 @@ def test_a_cache_of_another_recipe_is_refused(tmp_path):
     other = ModelRecipe(**{**RECIPE.__dict__, "window": 40})
     with pytest.raises(ValueError, match="another recipe"):
         run_grid(DATA, "smap", other, Settings(), VARIANTS[:1], ["A-1"], False, cache=cache)
+
+
+def test_oracle_variants_are_marked_and_a_zero_fpr_target_raises_no_false_alarm(tmp_path):
+    variants = [
+        ThresholdVariant("f1 oracle", {"kind": "f1_optimal"}),
+        ThresholdVariant("fpr 0", {"kind": "fpr_target", "params": {"fpr": 0.0}}),
+        ThresholdVariant(
+            "fpr 0, z", {"kind": "fpr_target", "params": {"fpr": 0.0}, "calibration": "zscore"}
+        ),
+    ]
+    results = run_grid(DATA, "smap", RECIPE, Settings(), variants, ["A-1"], False)
+    assert all(r.oracle for r in results.values())
+    for name in ("fpr 0", "fpr 0, z"):
+        # The fixed threshold sits at the highest normal window's score: every anomalous
+        # window ends inside a label, so every predicted sequence overlaps one.
+        assert summarise(results[name].counts).fp == 0
+    # Calibration is monotone: the same windows are above the threshold either way.
+    assert results["fpr 0"].counts == results["fpr 0, z"].counts
+    table = threshold_grid.grid_table(results, DATA, "dense_ae")
+    assert "f1 oracle (oracle: test labels)" in table
