@@ -2,6 +2,7 @@
 
 from stream_detector.thresholds import ewma as _ewma  # noqa: F401  (registers "ewma_sigma")
 from stream_detector.thresholds import p2 as _p2  # noqa: F401  (registers "p2_quantile")
+from stream_detector.thresholds import recent_max as _recent_max  # noqa: F401  (recent_max)
 from stream_detector.thresholds import spot as _spot  # noqa: F401  (registers "spot")
 from stream_detector.thresholds import static as _static  # noqa: F401  (train_quantile, ...)
 from stream_detector.thresholds import telemanom as _telemanom  # noqa: F401  (telemanom)

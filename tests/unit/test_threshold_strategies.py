@@ -28,6 +28,8 @@ SMALL = {
     "spot": {"n_init": 200},
     "train_quantile": {},
     "train_sigma": {},
+    "fixed": {"value": 1.2},
+    "recent_max": {"warmup": 20, "block_size": 50, "blocks": 4},
     "telemanom": {"span": 5, "window": 200, "batch": 20, "error_buffer": 5, "warmup": 50},
 }
 
@@ -157,3 +159,36 @@ def test_telemanom_flags_a_burst_and_prunes_a_bump_close_to_normal():
     assert burst[-1][1].status == "anomalous"
     _, decision = thr.step(state, float(state["normal_max"]) * 1.02)
     assert decision.status == "normal", "within p of the largest normal score: pruned"
+
+
+def test_recent_max_by_hand():
+    """Threshold = (1 + margin) × the largest normal score of the last blocks × block_size."""
+    thr = build_threshold("recent_max", margin=0.5, blocks=2, block_size=3, warmup=0)
+    state = thr.initial_state(ScorePrior(10, 1.0, 0.1, 0.0, 0.1, {"max": 4.0}))
+    state, d = thr.step(state, 1.0)
+    assert (d.status, d.threshold) == ("normal", 6.0)  # 1.5 × the training maximum
+    for x in (2.0, 1.0):  # block 1 = [1, 2, 1]: maxima [4, 2]
+        state, d = thr.step(state, x)
+    for x in (1.0, 1.0, 1.0):  # block 2 = [1, 1, 1]: maxima [2, 1], the training max is gone
+        state, d = thr.step(state, x)
+    assert state["maxima"] == [2.0, 1.0]
+    state, d = thr.step(state, 3.0)
+    assert (d.status, d.threshold) == ("normal", 3.0)  # not above 1.5 × 2
+    state, d = thr.step(state, 4.6)
+    assert (d.status, d.threshold) == ("anomalous", 4.5)  # 1.5 × max(2, 1, 3)
+    assert state["run"] == 1 and state["current"] == 3.0  # not learned
+
+
+def test_recent_max_relearns_a_persistent_shift():
+    thr = build_threshold(
+        "recent_max", margin=0.1, blocks=2, block_size=5, warmup=0, relearn_after=3
+    )
+    state = thr.initial_state(None)
+    for _ in range(10):
+        state, d = thr.step(state, 1.0)
+    statuses = []
+    for _ in range(6):  # the level moves to 5 and stays
+        state, d = thr.step(state, 5.0)
+        statuses.append(d.status)
+    # Three anomalous windows are protected; the fourth is learned, and 5 is normal after it.
+    assert statuses == ["anomalous"] * 4 + ["normal"] * 2
