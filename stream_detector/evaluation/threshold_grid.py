@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from stream_detector.data.smap_msl import LabelRow, load_labels, load_series
 from stream_detector.engine import ScoringModel
 from stream_detector.evaluation.calibrate import f1_optimal_threshold, fpr_target_threshold
+from stream_detector.evaluation.injection import inject_anomalies
 from stream_detector.evaluation.metrics import ChannelCounts, EventMetrics, count_channel, summarise
 from stream_detector.evaluation.reference import telemanom_reference
 from stream_detector.evaluation.runner import DATASETS, ModelRecipe
@@ -39,6 +41,10 @@ from stream_detector.training.checkpoint import Checkpoint, load_checkpoint, sav
 from stream_detector.training.trainer import train_on_series
 
 VALIDATION_FRACTION = 0.2
+# Windows of train before the held-out part, for the threshold's warm-up on injected runs.
+INJECTION_WARMUP = 250
+# The cache key of the injected run's scores: change it whenever the injection changes.
+INJECTED_KEY = "injected_v1"
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,9 @@ class VariantResult:
     validation_episodes: int = 0
     validation_steps: int = 0
     oracle: bool = False  # fitted on the test labels: an upper bound, not a result
+    # Label-free: each channel's held-out train part with synthetic anomalies injected.
+    injected: list[ChannelCounts] = field(default_factory=list)
+    injected_rows: list[LabelRow] = field(default_factory=list)
 
 
 def _run(
@@ -165,23 +174,18 @@ class ScoreCache:
             )
         stamp.write_text(described + "\n")
 
-    def load(self, chan: str) -> tuple[Checkpoint, np.ndarray, np.ndarray | None] | None:
+    def load(self, chan: str) -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
         ckpt, scores = self.folder / f"{chan}.pt", self.folder / f"{chan}.npz"
         if not (ckpt.exists() and scores.exists()):
             return None
         with np.load(scores) as data:
-            val = data["validation"] if "validation" in data.files else None
-            return load_checkpoint(ckpt, device="cpu"), data["test"], val
+            arrays = {name: data[name] for name in data.files}
+        return load_checkpoint(ckpt, device="cpu"), arrays
 
-    def save(
-        self, chan: str, checkpoint: Checkpoint, test: np.ndarray, val: np.ndarray | None
-    ) -> None:
-        save_checkpoint(checkpoint, self.folder / f"{chan}.pt")
-        target = self.folder / f"{chan}.npz"
-        if val is None:
-            np.savez(target, test=test)
-        else:
-            np.savez(target, test=test, validation=val)
+    def save(self, chan: str, checkpoint: Checkpoint, scores: dict[str, np.ndarray]) -> None:
+        if not (self.folder / f"{chan}.pt").exists():
+            save_checkpoint(checkpoint, self.folder / f"{chan}.pt")
+        np.savez(self.folder / f"{chan}.npz", **scores)  # type: ignore[arg-type]
 
 
 def grid_channel(
@@ -196,12 +200,21 @@ def grid_channel(
     chan = rows[0].chan_id
     train = load_series(root, chan, "train")
     test = load_series(root, chan, "test")
-    validation = train[int(len(train) * (1 - VALIDATION_FRACTION)) :]
-    test_scores: np.ndarray | None = None
-    val_scores: np.ndarray | None = None
+    split = int(len(train) * (1 - VALIDATION_FRACTION))
+    validation = train[split:]
+    # Synthetic anomalies in the held-out part of train: labels that are not test labels.
+    # The stretch of train before it is context, so the threshold is warm when they come.
+    lead = min(split, recipe.window + INJECTION_WARMUP)
+    injected = inject_anomalies(
+        train[split - lead :],
+        spread=float(np.std(train[:, 0])),
+        seed=zlib.crc32(chan.encode()),
+        lead=lead,
+    )
     cached = cache.load(chan) if cache is not None else None
+    scores: dict[str, np.ndarray] = {}
     if cached is not None:
-        checkpoint, test_scores, val_scores = cached
+        checkpoint, scores = cached
     else:
         checkpoint = train_on_series(
             recipe.kind,
@@ -215,10 +228,12 @@ def grid_channel(
             progress=False,
         )
     model = ServedModel(checkpoint)
-    if test_scores is None:
-        test_scores = _raw_scores(base, model, chan, test)
-        if len(validation) > checkpoint.window:
-            val_scores = _raw_scores(base, model, chan, validation)
+    series = {"test": test}
+    if len(validation) > checkpoint.window:
+        series |= {"validation": validation, INJECTED_KEY: injected.values}
+    missing = [name for name in series if name not in scores]
+    for name in missing:
+        scores[name] = _raw_scores(base, model, chan, series[name])
     for variant in variants:
         settings = variant.settings(base)
         if variant.threshold.get("kind") in ORACLE_KINDS:
@@ -236,10 +251,10 @@ def grid_channel(
                 model,
                 chan,
                 test,
-                test_scores,
+                scores["test"],
             )
             settings = _oracle_settings(variant, base, scored, rows)
-        predicted = _run(settings, model, chan, test, test_scores).episodes()
+        predicted = _run(settings, model, chan, test, scores["test"]).episodes()
         result = results.setdefault(variant.name, VariantResult())
         result.oracle = variant.threshold.get("kind") in ORACLE_KINDS
         for row in rows:
@@ -247,12 +262,16 @@ def grid_channel(
                 count_channel(chan, row.anomaly_sequences, predicted, row.num_values)
             )
             result.rows.append(row)
-        if val_scores is not None:
-            val_eps = _run(settings, model, chan, validation, val_scores).episodes()
+        if "validation" in series:
+            val_eps = _run(settings, model, chan, validation, scores["validation"]).episodes()
             result.validation_episodes += len(val_eps)
             result.validation_steps += len(validation)
-    if cache is not None and cached is None:
-        cache.save(chan, checkpoint, test_scores, val_scores)
+            found = _run(settings, model, chan, injected.values, scores[INJECTED_KEY]).episodes()
+            counted = count_channel(chan, injected.sequences, found, len(injected.values))
+            result.injected.append(counted)
+            result.injected_rows.append(rows[0])
+    if cache is not None and missing:
+        cache.save(chan, checkpoint, scores)
 
 
 def run_grid(
@@ -292,8 +311,9 @@ def _alerts_per_1000_normal(counts: Sequence[ChannelCounts]) -> float:
 def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
     lines = [
         "| model | threshold | data | P | R | F1 | F0.5 | flagged | composite F1 | delay | "
-        "false alerts / 1k normal steps | validation episodes / 1k steps |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "false alerts / 1k normal steps | validation episodes / 1k steps | "
+        "injected: P | injected: R | injected: F1 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     crafts = sorted({r.spacecraft for res in results.values() for r in res.rows})
     for craft in crafts:
@@ -302,11 +322,19 @@ def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
             m: EventMetrics = summarise(counts)
             val = 1000.0 * res.validation_episodes / max(res.validation_steps, 1)
             label = f"{name} (oracle: test labels)" if res.oracle else name
+            inj = summarise(
+                [
+                    c
+                    for c, r in zip(res.injected, res.injected_rows, strict=True)
+                    if r.spacecraft == craft
+                ]
+            )
             lines.append(
                 f"| {kind} | {label} | {craft} | {m.precision:.3f} | {m.recall:.3f} | {m.f1:.3f} | "
                 f"{m.f05:.3f} | {m.flagged_fraction:.1%} | **{m.composite_f1:.3f}** | "
                 f"{'' if m.mean_delay is None else f'{m.mean_delay:.0f}'} | "
-                f"{_alerts_per_1000_normal(counts):.2f} | {val:.2f} |"
+                f"{_alerts_per_1000_normal(counts):.2f} | {val:.2f} | "
+                f"{inj.precision:.3f} | {inj.recall:.3f} | {inj.f1:.3f} |"
             )
         chans = {r.chan_id for res in results.values() for r in res.rows if r.spacecraft == craft}
         ref = [c for c in telemanom_reference(root, craft) if c.channel in chans]
@@ -315,7 +343,7 @@ def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
             f"| telemanom | published run | {craft} | {m.precision:.3f} | {m.recall:.3f} | "
             f"{m.f1:.3f} | {m.f05:.3f} | {m.flagged_fraction:.1%} | **{m.composite_f1:.3f}** | "
             f"{'' if m.mean_delay is None else f'{m.mean_delay:.0f}'} | "
-            f"{_alerts_per_1000_normal(ref):.2f} | |"
+            f"{_alerts_per_1000_normal(ref):.2f} | | | | |"
         )
     return "\n".join(lines)
 

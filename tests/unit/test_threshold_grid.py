@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,6 +52,10 @@ def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path,
     report = evaluate(DATA, "smap", RECIPE, Settings(), channels=["A-1"], progress=False)
     assert _metrics(results, "default") == summarise([o.counts for o in report.outcomes])
     assert {p.name for p in cache.iterdir()} == {"recipe.json", "A-1.pt", "A-1.npz"}
+    with np.load(cache / "A-1.npz") as cached:
+        assert set(cached.files) == {"test", "validation", threshold_grid.INJECTED_KEY}
+    injected = results["default"].injected[0]
+    assert injected.tp + injected.fn >= 4 and injected.labelled[0][0] >= RECIPE.window + 250
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached channel must not be trained again")

@@ -1,0 +1,57 @@
+"""Synthetic anomalies for label-free threshold selection."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stream_detector.evaluation.injection import KINDS, inject_anomalies
+
+
+def _series(n: int = 900) -> np.ndarray:
+    t = np.arange(n)
+    return np.stack([np.sin(t / 20), np.zeros(n)], axis=1).astype(np.float32)
+
+
+def test_anomalies_are_placed_apart_and_only_there() -> None:
+    base = _series()
+    out = inject_anomalies(base, seed=3, margin=60, length=40)
+    assert len(out.sequences) == (900 - 60) // 100
+    assert sorted(out.kinds) == sorted(KINDS * 2), "every kind as often"
+    inside = np.zeros(len(base), bool)
+    previous_end = 0
+    for start, end in out.sequences:
+        assert start - previous_end >= 60 or previous_end == 0
+        assert 60 <= start <= end < len(base) - 1
+        inside[start : end + 1] = True
+        previous_end = end
+    changed = np.any(out.values != base, axis=1)
+    assert not np.any(changed & ~inside), "nothing outside the labelled sequences changes"
+    assert np.array_equal(out.values[:, 1], base[:, 1]), "only the telemetry column"
+    for (start, end), kind in zip(out.sequences, out.kinds, strict=True):
+        assert np.any(changed[start : end + 1]), kind
+    assert np.array_equal(base, _series()), "the input is not modified"
+
+
+def test_sizes_follow_the_spread_and_the_seed_repeats() -> None:
+    base = _series()
+    a = inject_anomalies(base, seed=1, spread=0.5, magnitude=4.0)
+    b = inject_anomalies(base, seed=1, spread=0.5, magnitude=4.0)
+    assert np.array_equal(a.values, b.values) and a.sequences == b.sequences
+    for (start, end), kind in zip(a.sequences, a.kinds, strict=True):
+        delta = a.values[start : end + 1, 0] - base[start : end + 1, 0]
+        if kind == "spike":
+            assert end - start == 2 and np.allclose(np.abs(delta), 4.0)
+        elif kind == "level_shift":
+            assert np.allclose(np.abs(delta), 2.0)
+    assert inject_anomalies(base, seed=2, spread=0.5).kinds != a.kinds  # another order
+
+
+def test_too_short_a_series_gets_no_anomaly() -> None:
+    out = inject_anomalies(_series(120), margin=60, length=40)
+    assert out.sequences == [] and np.array_equal(out.values, _series(120))
+
+
+def test_the_lead_stays_untouched() -> None:
+    out = inject_anomalies(_series(), lead=300, margin=60, length=40)
+    assert out.sequences[0][0] >= 360 and len(out.sequences) == (900 - 300 - 60) // 100
+    assert np.array_equal(out.values[:360], _series()[:360])
