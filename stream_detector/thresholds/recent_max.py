@@ -12,6 +12,10 @@ Protected update: anomalous scores are not learned, so an incident cannot raise 
 threshold, except after ``relearn_after`` anomalous windows in a row (0: never). A level
 shift that persists is then learned as the new normal and its episode resolves, instead of
 staying open to the end of the stream.
+
+With ``span`` > 1 the rule judges an EWMA of the scores (α = 2 / (span + 1)), as telemanom
+smooths its prediction errors: a predictor's errors are spiky, and one noisy step should
+not count as a new maximum. The threshold is then in smoothed units.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from stream_detector.thresholds.base import (
 
 @register_threshold("recent_max")
 class RecentMaxThreshold(ThresholdStrategy):
-    # The run of consecutive anomalous windows counts on every score.
-    volatile_keys = frozenset({"run"})
+    # The run of consecutive anomalous windows and the smoother move on every score.
+    volatile_keys = frozenset({"run", "smooth"})
 
     def __init__(
         self,
@@ -40,11 +44,15 @@ class RecentMaxThreshold(ThresholdStrategy):
         block_size: int = 200,
         warmup: int = 100,
         relearn_after: int = 0,
+        span: int = 1,
     ) -> None:
         if margin < 0 or blocks < 1 or block_size < 1 or warmup < 0 or relearn_after < 0:
             raise ValueError(
                 "need margin >= 0, blocks >= 1, block_size >= 1, warmup >= 0, relearn_after >= 0"
             )
+        if span < 1:
+            raise ValueError(f"span must be at least 1, got {span}")
+        self.span = span
         self.margin = margin
         self.blocks = blocks
         self.block_size = block_size
@@ -59,13 +67,17 @@ class RecentMaxThreshold(ThresholdStrategy):
             "block_size": self.block_size,
             "warmup": self.warmup,
             "relearn_after": self.relearn_after,
+            "span": self.span,
         }
 
     def initial_state(self, prior: ScorePrior | None) -> ThresholdState:
         seed = [] if prior is None or "max" not in prior.quantiles else [prior.quantiles["max"]]
-        return {"n": 0, "maxima": seed, "current": None, "fill": 0, "run": 0}
+        return {"n": 0, "maxima": seed, "current": None, "fill": 0, "run": 0, "smooth": None}
 
-    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
+    def step(self, state: ThresholdState, raw: float) -> tuple[ThresholdState, Decision]:
+        previous = state.get("smooth")
+        alpha = 2.0 / (self.span + 1.0)
+        score = raw if previous is None else alpha * raw + (1.0 - alpha) * float(previous)
         maxima: list[float] = list(state["maxima"])
         current = state["current"]
         seen = maxima + ([] if current is None else [float(current)])
@@ -78,11 +90,11 @@ class RecentMaxThreshold(ThresholdStrategy):
             limit if seen else None,
         )
         if anomalous and not (self.relearn_after and run > self.relearn_after):
-            return {**state, "run": run}, decision
+            return {**state, "run": run, "smooth": score}, decision
         current = score if current is None else max(float(current), score)
         fill = int(state["fill"]) + 1
         if fill >= self.block_size:
             maxima = [*maxima, current][-self.blocks :]
             current, fill = None, 0
         new_state = {"n": int(state["n"]) + 1, "maxima": maxima, "current": current}
-        return {**new_state, "fill": fill, "run": run}, decision
+        return {**new_state, "fill": fill, "run": run, "smooth": score}, decision

@@ -192,3 +192,20 @@ def test_recent_max_relearns_a_persistent_shift():
         statuses.append(d.status)
     # Three anomalous windows are protected; the fourth is learned, and 5 is normal after it.
     assert statuses == ["anomalous"] * 4 + ["normal"] * 2
+
+
+def test_recent_max_smooths_spiky_scores():
+    """With span 3 (α = 0.5) a blip of 1.8 over a level of 1 counts as 1.4."""
+    plain = build_threshold("recent_max", margin=0.5, warmup=0)
+    smooth = build_threshold("recent_max", margin=0.5, warmup=0, span=3)
+    prior = ScorePrior(10, 1.0, 0.1, 0.0, 0.1, {"max": 1.0})
+    a, b = plain.initial_state(prior), smooth.initial_state(prior)
+    for _ in range(5):
+        a, _ = plain.step(a, 1.0)
+        b, _ = smooth.step(b, 1.0)
+    assert plain.step(a, 1.8)[1].status == "anomalous"  # 1.8 > 1.5 × 1
+    b, d = smooth.step(b, 1.8)
+    assert d.status == "normal" and b["smooth"] == pytest.approx(1.4)
+    assert b["current"] == pytest.approx(1.4)  # learned: the limit is now 2.1
+    b, d = smooth.step(b, 4.0)  # (1.4 + 4) / 2 = 2.7 > 2.1
+    assert d.status == "anomalous" and d.threshold == pytest.approx(2.1)
