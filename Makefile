@@ -54,11 +54,16 @@ demo: services-up ## train on a SMAP channel, replay it through Kafka, print the
 bench: services-up ## throughput and latency of the daemon against a bare consumer
 	$(BIN)/python -m stream_detector.bench
 
-EVAL_MODELS ?= lstm_ae
-EVAL_FLAGS ?= --window 50 --epochs 15 --patience 4 --train-stride 2
+EVAL_MODELS ?= lstm_ae lstm_ae_small dense_ae vae lstm_ae_chapter lstm_dt beatgan tadgan anogan madgan reggan latent_search_gan
+EVAL_FLAGS ?= --window 50 --epochs 10 --patience 3 --train-stride 2 --no-plots
 evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels → docs/results.md (hours on a CPU)
 	for m in $(EVAL_MODELS); do \
-	  $(BIN)/stream-detector evaluate --model $$m --dataset both $(EVAL_FLAGS) --out artifacts/eval/$$m-both || exit 1; \
+	  case $$m in \
+	    lstm_ae) extra="--epochs 15 --patience 4 --hp hidden1=32 --hp hidden2=16 --hp latent=8";; \
+	    latent_search_gan) extra="--hp weight_lr=0";; \
+	    *) extra="";; \
+	  esac; \
+	  $(BIN)/stream-detector evaluate --model $$m --dataset both $(EVAL_FLAGS) $$extra --out artifacts/eval/$$m-both || exit 1; \
 	done
 	$(BIN)/python -m stream_detector.evaluation.collect $(addprefix artifacts/eval/,$(addsuffix -both,$(EVAL_MODELS))) > docs/results.md
 
