@@ -109,7 +109,7 @@ class VariantResult:
     injected_rows: list[LabelRow] = field(default_factory=list)
 
 
-def _run(
+def run_engine(
     engine_settings: Settings,
     model: ScoringModel,
     chan: str,
@@ -129,7 +129,7 @@ def _raw_scores(base: Settings, model: ScoringModel, chan: str, series: np.ndarr
     plain = base.model_copy(
         update={"threshold": base.threshold.model_copy(update={"calibration": "none"})}
     )
-    return np.asarray(_run(plain, model, chan, series, None).scores, dtype=np.float32)
+    return np.asarray(run_engine(plain, model, chan, series, None).scores, dtype=np.float32)
 
 
 ORACLE_KINDS = frozenset({"f1_optimal", "fpr_target"})
@@ -238,7 +238,7 @@ def grid_channel(
         settings = variant.settings(base)
         if variant.threshold.get("kind") in ORACLE_KINDS:
             # Fitted on the scores as this variant's engine sees them (calibrated or not).
-            scored = _run(
+            scored = run_engine(
                 variant.settings(base).model_copy(
                     update={
                         "threshold": ThresholdSettings(
@@ -254,7 +254,7 @@ def grid_channel(
                 scores["test"],
             )
             settings = _oracle_settings(variant, base, scored, rows)
-        predicted = _run(settings, model, chan, test, scores["test"]).episodes()
+        predicted = run_engine(settings, model, chan, test, scores["test"]).episodes()
         result = results.setdefault(variant.name, VariantResult())
         result.oracle = variant.threshold.get("kind") in ORACLE_KINDS
         for row in rows:
@@ -263,10 +263,12 @@ def grid_channel(
             )
             result.rows.append(row)
         if "validation" in series:
-            val_eps = _run(settings, model, chan, validation, scores["validation"]).episodes()
+            val_eps = run_engine(settings, model, chan, validation, scores["validation"]).episodes()
             result.validation_episodes += len(val_eps)
             result.validation_steps += len(validation)
-            found = _run(settings, model, chan, injected.values, scores[INJECTED_KEY]).episodes()
+            found = run_engine(
+                settings, model, chan, injected.values, scores[INJECTED_KEY]
+            ).episodes()
             counted = count_channel(chan, injected.sequences, found, len(injected.values))
             result.injected.append(counted)
             result.injected_rows.append(rows[0])
