@@ -61,6 +61,7 @@ evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels →
 	  case $$m in \
 	    lstm_ae) extra="--epochs 15 --patience 4 --hp hidden1=32 --hp hidden2=16 --hp latent=8";; \
 	    latent_search_gan) extra="--hp weight_lr=0";; \
+	    reggan) extra="--score-features all";; \
 	    *) extra="";; \
 	  esac; \
 	  $(BIN)/stream-detector evaluate --model $$m --dataset both $(EVAL_FLAGS) $$extra --out artifacts/eval/$$m-both || exit 1; \
