@@ -66,7 +66,7 @@ evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels →
 	  esac; \
 	  $(BIN)/stream-detector evaluate --model $$m --dataset both $(EVAL_FLAGS) $$extra --out artifacts/eval/$$m-both || exit 1; \
 	done
-	$(BIN)/python -m stream_detector.evaluation.collect $(addprefix artifacts/eval/,$(addsuffix -both,$(EVAL_MODELS))) > docs/results.md
+	$(BIN)/python -m stream_detector.evaluation.collect --update docs/results.md $(addprefix artifacts/eval/,$(addsuffix -both,$(EVAL_MODELS)))
 
 clean: services-down ## remove caches and run state (keeps .venv)
 	rm -rf .run artifacts .pytest_cache .ruff_cache .mypy_cache

@@ -58,21 +58,49 @@ def results_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-@click.command()
-@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
-def main(run_dirs: tuple[Path, ...]) -> None:
-    """Print a results table (markdown) from evaluation output folders (their summary.json)."""
-    runs = [json.loads((d / "summary.json").read_text()) for d in run_dirs]
-    if not runs:
-        raise click.UsageError("give one or more evaluation folders")
-    click.echo(HEADER)
-    click.echo(results_table(runs))
-    click.echo("\nConfigurations:\n")
+BEGIN, END = "<!-- models-table:begin -->", "<!-- models-table:end -->"
+
+
+def models_section(runs: list[dict[str, Any]]) -> str:
+    lines = [results_table(runs), "", "Configurations:", ""]
     for run in runs:
-        click.echo(
+        lines.append(
             f"- `{run['recipe']['kind']}`: `{json.dumps(run['recipe'])}`; threshold "
             f"`{json.dumps(run['threshold'])}`; alerts `{json.dumps(run['alerts'])}`"
         )
+    return "\n".join(lines)
+
+
+def update_between_markers(document: str, section: str) -> str:
+    """Replace what lies between the markers; everything else is hand-written and kept."""
+    if BEGIN not in document or END not in document:
+        raise click.UsageError(f"the document has no {BEGIN} ... {END} block to update")
+    head, rest = document.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{section}\n{END}{tail}"
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--update",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Rewrite the models table between the markers of this file (docs/results.md) "
+    "instead of printing a new document.",
+)
+def main(run_dirs: tuple[Path, ...], update: Path | None) -> None:
+    """A results table (markdown) from evaluation output folders (their summary.json)."""
+    runs = [json.loads((d / "summary.json").read_text()) for d in run_dirs]
+    if not runs:
+        raise click.UsageError("give one or more evaluation folders")
+    section = models_section(runs)
+    if update is not None:
+        update.write_text(update_between_markers(update.read_text(), section))
+        click.echo(f"updated {update}")
+        return
+    click.echo(HEADER)
+    click.echo(f"{BEGIN}\n{section}\n{END}")
 
 
 if __name__ == "__main__":
