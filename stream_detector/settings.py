@@ -77,30 +77,38 @@ class BatchingSettings(BaseModel):
 
 
 class ThresholdSettings(BaseModel):
-    kind: str = "ewma_sigma"
+    # recent_max with its defaults and 3-of-5 episode opening: the configuration chosen
+    # without test labels in docs/results.md ("The threshold race").
+    kind: str = "recent_max"
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="parameters of the chosen strategy, as JSON, e.g. "
-        'SD_THRESHOLD__PARAMS=\'{"q": 1e-4, "depth": 50}\' for spot; for ewma_sigma the '
+        "SD_THRESHOLD__PARAMS='{\"margin\": 0.05}' for recent_max; for ewma_sigma the "
         "fields below are its parameters (params override them)",
     )
-    k: float = Field(default=4.0, gt=0, description="threshold = mean + k·std of normal scores")
-    alpha: float = Field(default=0.01, gt=0, le=1, description="EWMA weight of a new score")
+    k: float = Field(
+        default=4.0, gt=0, description="ewma_sigma: threshold = mean + k·std of normal scores"
+    )
+    alpha: float = Field(
+        default=0.01, gt=0, le=1, description="ewma_sigma: EWMA weight of a new score"
+    )
     warmup: int = Field(
-        default=100, ge=0, description="normal scores a channel needs before it may alarm"
+        default=100,
+        ge=0,
+        description="ewma_sigma: normal scores a channel needs before it may alarm",
     )
     prior_weight: int = Field(
         default=100,
         ge=0,
-        description="how many observations the training calibration counts as at start",
+        description="ewma_sigma: how many observations the training calibration counts as at start",
     )
     log_scores: bool = Field(
-        default=False, description="track log(score) instead of the score itself"
+        default=False, description="ewma_sigma: track log(score) instead of the score itself"
     )
     min_ratio: float = Field(
         default=2.0,
         ge=1.0,
-        description="never alarm below this multiple of the channel's typical score",
+        description="ewma_sigma: never alarm below this multiple of the channel's typical score",
     )
     calibration: Literal["none", "zscore"] = Field(
         default="none",
@@ -111,9 +119,9 @@ class ThresholdSettings(BaseModel):
 
 class AlertSettings(BaseModel):
     min_hits: int = Field(
-        default=1, ge=1, description="anomalous windows within `hit_window` that open an episode"
+        default=3, ge=1, description="anomalous windows within `hit_window` that open an episode"
     )
-    hit_window: int = Field(default=1, ge=1)
+    hit_window: int = Field(default=5, ge=1)
     hold_down: int = Field(default=50, ge=1, description="normal windows in a row before resolve")
     update_ratio: float = Field(
         default=1.5, gt=1.0, description="send an update when the peak score grows by this factor"

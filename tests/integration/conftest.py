@@ -96,7 +96,7 @@ class DaemonEnv:
                 "SD_MODEL__CHECKPOINT": str(self.checkpoint),
                 "SD_MODEL__DEVICE": "cpu",
                 "SD_LOGGING__FORMAT": "json",
-                "SD_THRESHOLD__WARMUP": "50",
+                "SD_THRESHOLD__PARAMS": '{"warmup": 50}',
             }
         )
         if self.scores:

@@ -34,7 +34,7 @@ def _settings(env: DaemonEnv, **kafka) -> Settings:
         },
         redis={"url": env.redis_url, "key_prefix": env.key_prefix},
         model={"checkpoint": env.checkpoint, "device": "cpu"},
-        threshold={"warmup": 50},
+        threshold={"params": {"warmup": 50}},
     )
 
 

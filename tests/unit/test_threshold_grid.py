@@ -27,7 +27,8 @@ RECIPE = ModelRecipe(
     train_stride=4,
 )
 VARIANTS = [
-    ThresholdVariant("default", {"kind": "ewma_sigma"}),
+    # The settings' defaults, as `evaluate` uses them.
+    ThresholdVariant("default", Settings().threshold.model_dump(), Settings().alerts.model_dump()),
     ThresholdVariant(
         "k=8, 2 of 3", {"kind": "ewma_sigma", "k": 8}, {"min_hits": 2, "hit_window": 3}
     ),

@@ -188,7 +188,7 @@ def test_a_labelled_study_searches_the_threshold(tmp_path: Path, one_thread) -> 
             "data": {"dataset": "smap", "channels": ["A-1"], "root": str(DATA)},
             "model": {"kind": "dense_ae", "window": 30, "train_stride": 4},
             "fit": {"epochs": 2, "device": "cpu"},
-            "search": {"threshold": {"k": {"choices": [3.0, 8.0]}}},
+            "search": {"threshold": {"params.margin": {"choices": [0.02, 0.5]}}},
         }
     )
     result = run_study(config, Settings(), tmp_path / "out", progress=False)
@@ -198,7 +198,11 @@ def test_a_labelled_study_searches_the_threshold(tmp_path: Path, one_thread) -> 
 
     best = result.best_config
     settings = Settings().model_copy(
-        update={"threshold": Settings().threshold.model_copy(update={"k": best["threshold"]["k"]})}
+        update={
+            "threshold": Settings().threshold.model_copy(
+                update={"params": best["threshold"]["params"]}
+            )
+        }
     )
     recipe = ModelRecipe(
         kind="dense_ae",
