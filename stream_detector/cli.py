@@ -95,7 +95,9 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     required=True,
     help="Channel id to train on (repeatable), e.g. --channel A-1.",
 )
-@click.option("--model", "kind", default="lstm_ae", show_default=True, help="Detector kind.")
+@click.option(
+    "--model", "kind", default="vae", show_default=True, help="Detector kind (any registered)."
+)
 @click.option("--window", type=int, default=100, show_default=True, help="Window length W.")
 @click.option(
     "--stride", type=int, default=1, show_default=True, help="Serve a window every S steps."
@@ -226,7 +228,9 @@ def _parse_hp(item: str) -> tuple[str, Any]:
 
 
 @main.command()
-@click.option("--model", "kind", default="lstm_ae", show_default=True, help="Detector kind.")
+@click.option(
+    "--model", "kind", default="vae", show_default=True, help="Detector kind (any registered)."
+)
 @click.option(
     "--dataset", type=click.Choice(["smap", "msl", "both"]), default="smap", show_default=True
 )

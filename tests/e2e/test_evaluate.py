@@ -27,6 +27,8 @@ def test_evaluate_writes_metrics_beside_telemanom_and_plots(tmp_path: Path) -> N
             "-m",
             "stream_detector.cli",
             "evaluate",
+            "--model",
+            "lstm_ae",
             "--dataset",
             "smap",
             "--channel",
