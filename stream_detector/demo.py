@@ -117,6 +117,8 @@ def run_demo(
         subprocess.run(
             _cli(
                 "train",
+                "--model",
+                "lstm_ae",
                 "--channel",
                 channel,
                 "--window",
