@@ -34,7 +34,8 @@ from stream_detector.settings import load_settings
 from stream_detector.topics import end_offsets, group_caught_up, read_topic
 
 BENCH_MODEL_ARGS = [
-    "--model", "lstm_ae", "--window", "50", "--epochs", "15", "--patience", "4", "--train-stride", "2",
+    "--model", "lstm_ae", "--window", "50", "--epochs", "15", "--patience", "4",
+    "--train-stride", "2",
     "--hp", "hidden1=32", "--hp", "hidden2=16", "--hp", "latent=8",
 ]  # fmt: skip
 
