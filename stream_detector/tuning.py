@@ -31,12 +31,16 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stream_detector.data.smap_msl import LabelRow, load_labels, load_series
+from stream_detector.data.smap_msl import LabelRow, load_labels
 from stream_detector.evaluation.metrics import ChannelCounts, summarise
-from stream_detector.evaluation.runner import DATASETS, ModelRecipe, evaluate_channel
+from stream_detector.evaluation.runner import (
+    DATASETS,
+    ModelRecipe,
+    evaluate_channel,
+    train_channel,
+)
 from stream_detector.models.base import FitConfig, accepted_hyperparameters, get_detector_class
 from stream_detector.settings import AlertSettings, Settings, ThresholdSettings
-from stream_detector.training.trainer import train_on_series
 
 log = structlog.get_logger(__name__)
 
@@ -262,17 +266,7 @@ def judge_plan(
     value = math.nan
     for step, (chan, rows) in enumerate(grouped.items()):
         if config.study.objective == "val_loss":
-            checkpoint = train_on_series(
-                plan.recipe.kind,
-                [load_series(root, chan, "train")],
-                window=plan.recipe.window,
-                channels=[chan],
-                dataset="smap_msl",
-                hyperparameters=plan.recipe.hyperparameters,
-                fit_config=plan.recipe.fit,
-                train_stride=plan.recipe.train_stride,
-                progress=False,
-            )
+            checkpoint = train_channel(root, chan, plan.recipe)
             val_losses = checkpoint.fit["history"]["val_loss"]
             if not val_losses:
                 raise ValueError(f"{chan}: too few training windows for a validation split")

@@ -35,6 +35,7 @@ from stream_detector.models.base import FitConfig
 from stream_detector.offline import OfflineRun, run_offline
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
+from stream_detector.training.checkpoint import Checkpoint
 from stream_detector.training.trainer import train_on_series
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,21 @@ class ModelRecipe:
             "fit": self.fit.to_dict(),
             "train_stride": self.train_stride,
         }
+
+
+def train_channel(root: Path, chan: str, recipe: ModelRecipe) -> Checkpoint:
+    """The recipe's detector, trained on one channel's train split (no progress bar)."""
+    return train_on_series(
+        recipe.kind,
+        [load_series(root, chan, "train")],
+        window=recipe.window,
+        channels=[chan],
+        dataset="smap_msl",
+        hyperparameters=recipe.hyperparameters,
+        fit_config=recipe.fit,
+        train_stride=recipe.train_stride,
+        progress=False,
+    )
 
 
 @dataclass
@@ -101,17 +117,7 @@ def evaluate_channel(
 
     chan = rows[0].chan_id
     started = time.perf_counter()
-    checkpoint = train_on_series(
-        recipe.kind,
-        [load_series(root, chan, "train")],
-        window=recipe.window,
-        channels=[chan],
-        dataset="smap_msl",
-        hyperparameters=recipe.hyperparameters,
-        fit_config=recipe.fit,
-        train_stride=recipe.train_stride,
-        progress=False,
-    )
+    checkpoint = train_channel(root, chan, recipe)
     train_s = time.perf_counter() - started
     engine = build_engine(settings, ServedModel(checkpoint))
     engine.emit_scores = True

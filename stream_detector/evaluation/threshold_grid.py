@@ -31,14 +31,13 @@ from stream_detector.evaluation.calibrate import f1_optimal_threshold, fpr_targe
 from stream_detector.evaluation.injection import inject_anomalies
 from stream_detector.evaluation.metrics import ChannelCounts, EventMetrics, count_channel, summarise
 from stream_detector.evaluation.reference import telemanom_reference
-from stream_detector.evaluation.runner import DATASETS, ModelRecipe
+from stream_detector.evaluation.runner import DATASETS, ModelRecipe, train_channel
 from stream_detector.offline import OfflineRun, run_offline
 from stream_detector.records import ModelInfo
 from stream_detector.serving import ServedModel
 from stream_detector.settings import AlertSettings, Settings, ThresholdSettings
 from stream_detector.thresholds.base import ScorePrior
 from stream_detector.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from stream_detector.training.trainer import train_on_series
 
 VALIDATION_FRACTION = 0.2
 # Windows of train before the held-out part, for the threshold's warm-up on injected runs.
@@ -216,17 +215,7 @@ def grid_channel(
     if cached is not None:
         checkpoint, scores = cached
     else:
-        checkpoint = train_on_series(
-            recipe.kind,
-            [train],
-            window=recipe.window,
-            channels=[chan],
-            dataset="smap_msl",
-            hyperparameters=recipe.hyperparameters,
-            fit_config=recipe.fit,
-            train_stride=recipe.train_stride,
-            progress=False,
-        )
+        checkpoint = train_channel(root, chan, recipe)
     model = ServedModel(checkpoint)
     series = {"test": test}
     if len(validation) > checkpoint.window:

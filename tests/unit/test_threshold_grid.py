@@ -61,7 +61,7 @@ def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path,
     def no_training(*args, **kwargs):
         raise AssertionError("a cached channel must not be trained again")
 
-    monkeypatch.setattr(threshold_grid, "train_on_series", no_training)
+    monkeypatch.setattr(threshold_grid, "train_channel", no_training)
     again = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS, ["A-1"], False, cache=cache)
     for variant in VARIANTS:
         assert _metrics(again, variant.name) == _metrics(results, variant.name)
