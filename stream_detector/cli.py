@@ -365,8 +365,10 @@ def tune(
 
     CONFIG_FILE is TOML or JSON (see docs/tune-example.toml): the model kind, the channels,
     the fixed recipe, the ranges to search and the objective: val_loss (label-free, the
-    validation split of each channel's train data) or event_f1 / composite_f1 (reads the
-    test labels: the best value is in-sample). Writes trials.csv, best.json, history.png.
+    validation split of each channel's train data), injected_f1 (label-free: synthetic
+    anomalies injected into that split; thresholds can be searched) or event_f1 /
+    composite_f1 (reads the test labels: the best value is in-sample). Writes trials.csv,
+    best.json, history.png.
     """
     from stream_detector.tuning import load_tune_config, run_study
 

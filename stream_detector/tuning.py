@@ -8,6 +8,9 @@ and returns one number:
 - ``val_loss`` (minimised, label-free): the mean over channels of the best validation loss,
   on the validation windows carved from each channel's *train* split. Only the model and fit
   can be searched against it: a threshold does not change a loss.
+- ``injected_f1`` (maximised, label-free): event F1 on synthetic anomalies injected into
+  each channel's held-out train part (`threshold_grid.held_out_injection`, as the
+  threshold race uses), so thresholds and episode rules can be searched without any label.
 - ``event_f1`` / ``composite_f1`` (maximised): the channels' test splits streamed through
   the daemon's engine, exactly as `evaluate` does, scored against the labels. This reads the
   *test labels*, so a study's best value is an optimistic, in-sample number: report held-out
@@ -31,7 +34,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stream_detector.data.smap_msl import LabelRow, load_labels
+from stream_detector.data.smap_msl import LabelRow, load_labels, load_series
 from stream_detector.evaluation.metrics import ChannelCounts, summarise
 from stream_detector.evaluation.runner import (
     DATASETS,
@@ -39,12 +42,14 @@ from stream_detector.evaluation.runner import (
     evaluate_channel,
     train_channel,
 )
+from stream_detector.evaluation.threshold_grid import held_out_injection, judge_injected
 from stream_detector.models.base import FitConfig, accepted_hyperparameters, get_detector_class
+from stream_detector.serving import ServedModel
 from stream_detector.settings import AlertSettings, Settings, ThresholdSettings
 
 log = structlog.get_logger(__name__)
 
-Objective = Literal["val_loss", "event_f1", "composite_f1"]
+Objective = Literal["val_loss", "injected_f1", "event_f1", "composite_f1"]
 # The recipe's own fields that a study may search beside the detector's hyperparameters.
 RECIPE_KEYS = frozenset({"window", "train_stride"})
 
@@ -154,8 +159,9 @@ class TuneConfig(_Strict):
         FitConfig(**self.fit)  # unknown or invalid fit settings fail before any trial
         if self.study.objective == "val_loss" and (self.search.threshold or self.search.alerts):
             raise ValueError(
-                "search.threshold / search.alerts need a labelled objective (event_f1 or "
-                "composite_f1): a threshold does not change the validation loss"
+                "search.threshold / search.alerts need an objective that judges alerts "
+                "(injected_f1, event_f1 or composite_f1): a threshold does not change the "
+                "validation loss"
             )
         unknown_fit = set(self.search.fit) - set(FitConfig.__dataclass_fields__)
         if unknown_fit:
@@ -272,6 +278,11 @@ def judge_plan(
                 raise ValueError(f"{chan}: too few training windows for a validation split")
             losses.append(float(min(val_losses)))
             value = sum(losses) / len(losses)
+        elif config.study.objective == "injected_f1":
+            checkpoint = train_channel(root, chan, plan.recipe)
+            injected = held_out_injection(load_series(root, chan, "train"), chan, checkpoint.window)
+            counts.append(judge_injected(plan.settings, ServedModel(checkpoint), chan, injected))
+            value = summarise(counts).f1
         else:
             outcomes = evaluate_channel(root, rows, plan.recipe, plan.settings)
             counts.extend(o.counts for o in outcomes)
@@ -307,7 +318,7 @@ def run_study(
     grouped = study_rows(config, root)
     if not grouped:
         raise ValueError(f"no labelled channels in {config.data.dataset}")
-    if config.study.objective != "val_loss":
+    if config.study.objective in ("event_f1", "composite_f1"):
         log.warning(
             "tuning_on_test_labels",
             objective=config.study.objective,

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from stream_detector.data.smap_msl import LabelRow, load_labels, load_series
 from stream_detector.engine import ScoringModel
 from stream_detector.evaluation.calibrate import f1_optimal_threshold, fpr_target_threshold
-from stream_detector.evaluation.injection import inject_anomalies
+from stream_detector.evaluation.injection import Injected, inject_anomalies
 from stream_detector.evaluation.metrics import ChannelCounts, EventMetrics, count_channel, summarise
 from stream_detector.evaluation.reference import telemanom_reference
 from stream_detector.evaluation.runner import DATASETS, ModelRecipe, train_channel
@@ -187,6 +187,30 @@ class ScoreCache:
         np.savez(self.folder / f"{chan}.npz", **scores)  # type: ignore[arg-type]
 
 
+def held_out_injection(train: np.ndarray, chan: str, window: int) -> Injected:
+    """Synthetic anomalies in the held-out part of train: labels that are not test labels.
+
+    The stretch of train before that part is context, so the threshold is warm when the
+    anomalies come. Seeded by the channel name: every run injects the same anomalies.
+    """
+    split = int(len(train) * (1 - VALIDATION_FRACTION))
+    lead = min(split, window + INJECTION_WARMUP)
+    return inject_anomalies(
+        train[split - lead :],
+        spread=float(np.std(train[:, 0])),
+        seed=zlib.crc32(chan.encode()),
+        lead=lead,
+    )
+
+
+def judge_injected(
+    settings: Settings, model: ScoringModel, chan: str, injected: Injected
+) -> ChannelCounts:
+    """Episodes of the engine on the injected series, counted against the injected anomalies."""
+    found = run_engine(settings, model, chan, injected.values, None).episodes()
+    return count_channel(chan, injected.sequences, found, len(injected.values))
+
+
 def grid_channel(
     root: Path,
     rows: Sequence[LabelRow],
@@ -199,17 +223,8 @@ def grid_channel(
     chan = rows[0].chan_id
     train = load_series(root, chan, "train")
     test = load_series(root, chan, "test")
-    split = int(len(train) * (1 - VALIDATION_FRACTION))
-    validation = train[split:]
-    # Synthetic anomalies in the held-out part of train: labels that are not test labels.
-    # The stretch of train before it is context, so the threshold is warm when they come.
-    lead = min(split, recipe.window + INJECTION_WARMUP)
-    injected = inject_anomalies(
-        train[split - lead :],
-        spread=float(np.std(train[:, 0])),
-        seed=zlib.crc32(chan.encode()),
-        lead=lead,
-    )
+    validation = train[int(len(train) * (1 - VALIDATION_FRACTION)) :]
+    injected = held_out_injection(train, chan, recipe.window)
     cached = cache.load(chan) if cache is not None else None
     scores: dict[str, np.ndarray] = {}
     if cached is not None:

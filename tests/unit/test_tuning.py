@@ -63,7 +63,10 @@ def test_minimal_config_takes_defaults(tmp_path: Path) -> None:
         (MINIMAL + "[search.model]\nhidden = { low = 9, high = 8 }", "low 9 is above high 8"),
         (MINIMAL + "[search.fit]\nlr = { low = 0.0, high = 1.0, log = true }", "low > 0"),
         (MINIMAL + "[search.fit]\nwarmup = { low = 1, high = 2 }", "search.fit: unknown"),
-        (MINIMAL + "[search.threshold]\nk = { low = 2.0, high = 6.0 }", "labelled objective"),
+        (
+            MINIMAL + "[search.threshold]\nk = { low = 2.0, high = 6.0 }",
+            "objective that judges alerts",
+        ),
         (
             MINIMAL + "[study]\nobjective = 'event_f1'\n[search.threshold]\nkay = {choices=[1]}",
             "search.threshold: unknown settings ['kay']",
@@ -229,3 +232,45 @@ def test_the_cli_refuses_a_bad_file_with_its_reason(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "study.trials" in done.stderr and "Traceback" not in done.stderr
+
+
+@needs_data
+def test_a_label_free_study_searches_the_threshold_on_injected_anomalies(
+    tmp_path: Path, one_thread
+) -> None:
+    """injected_f1 reads no label: its value is the F1 on the held-out part's injections."""
+    from stream_detector.evaluation.runner import ModelRecipe, train_channel
+    from stream_detector.evaluation.threshold_grid import held_out_injection, judge_injected
+    from stream_detector.models.base import FitConfig
+    from stream_detector.serving import ServedModel
+
+    config = TuneConfig.model_validate(
+        {
+            "study": {"objective": "injected_f1", "trials": 2, "prune": False, "seed": 1},
+            "data": {"dataset": "smap", "channels": ["A-1"], "root": str(DATA)},
+            "model": {"kind": "dense_ae", "window": 30, "train_stride": 4},
+            "fit": {"epochs": 2, "device": "cpu"},
+            "search": {"threshold": {"params.margin": {"choices": [0.02, 5.0]}}},
+        }
+    )
+    result = run_study(config, Settings(), tmp_path / "out", progress=False)
+    best = result.best_config
+    recipe = ModelRecipe(
+        "dense_ae", 30, best["recipe"]["hyperparameters"], FitConfig(**best["recipe"]["fit"]), 4
+    )
+    checkpoint = train_channel(DATA, "A-1", recipe)
+    settings = Settings().model_copy(
+        update={
+            "threshold": Settings().threshold.model_copy(
+                update={"params": best["threshold"]["params"]}
+            )
+        }
+    )
+    from stream_detector.data.smap_msl import load_series
+
+    injected = held_out_injection(load_series(DATA, "A-1", "train"), "A-1", 30)
+    counts = judge_injected(settings, ServedModel(checkpoint), "A-1", injected)
+    from stream_detector.evaluation.metrics import summarise
+
+    assert result.best_value == pytest.approx(summarise([counts]).f1)
+    assert len(injected.sequences) >= 3
