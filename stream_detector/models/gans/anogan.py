@@ -23,19 +23,17 @@ import torch
 from torch import nn
 
 from stream_detector.models.base import register
-from stream_detector.models.gans.detector import GANDetector, search_latent
-from stream_detector.models.gans.latent_search_gan import MLPDiscriminator, MLPGenerator
-from stream_detector.models.gans.training import adam, standard_gan_step
+from stream_detector.models.gans.detector import PlainGAN, search_latent
+from stream_detector.models.gans.latent_search_gan import MLPDiscriminator, mlp_gan_networks
 
 __all__ = ["AnoGAN"]
 
 
 @register
-class AnoGAN(GANDetector):
+class AnoGAN(PlainGAN):
     """Generator + feature discriminator; score = residual and feature loss after a z search."""
 
     kind = "anogan"
-    train_loss_name = "discriminator_loss"
     min_score_batch = 16
 
     def __init__(
@@ -83,29 +81,10 @@ class AnoGAN(GANDetector):
         }
 
     def build_networks(self) -> nn.ModuleDict:
-        shape = (self.window, self.n_features)
-        return nn.ModuleDict(
-            {
-                "generator": MLPGenerator(self.latent, self.hidden, shape),
-                "discriminator": MLPDiscriminator(self.hidden, shape),
-            }
-        )
+        return mlp_gan_networks(self.latent, self.hidden, (self.window, self.n_features))
 
-    def configure_optimizers(self, lr: float) -> None:
-        self.optimizers = {
-            "generator": adam(self.networks["generator"], lr),
-            "discriminator": adam(self.networks["discriminator"], lr),
-        }
-
-    def train_step(self, batch: torch.Tensor) -> float:
-        return standard_gan_step(
-            self.networks["generator"],
-            self.networks["discriminator"],
-            batch,
-            torch.randn(len(batch), self.latent, device=batch.device),
-            self.optimizers["generator"],
-            self.optimizers["discriminator"],
-        )
+    def sample_noise(self, n: int, device: torch.device) -> torch.Tensor:
+        return torch.randn(n, self.latent, device=device)
 
     def score_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         generator = self.networks["generator"]

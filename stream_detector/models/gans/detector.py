@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from stream_detector.models.base import Detector, FitConfig, FitHistory, resolve_device
-from stream_detector.models.gans.training import fit_adversarial
+from stream_detector.models.gans.training import adam, fit_adversarial, standard_gan_step
 from stream_detector.models.torch_training import windows_to_tensor
 
 __all__ = ["GANDetector", "RobustZScore", "search_latent"]
@@ -117,6 +117,33 @@ class GANDetector(Detector, abc.ABC):
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.networks.load_state_dict(state_dict, strict=True)
+
+
+class PlainGAN(GANDetector):
+    """A generator and a discriminator (networks "generator" and "discriminator") trained
+    with the original GAN loss; a subclass builds them and draws the generator's noise."""
+
+    train_loss_name = "discriminator_loss"
+
+    @abc.abstractmethod
+    def sample_noise(self, n: int, device: torch.device) -> torch.Tensor:
+        """Generator inputs for ``n`` fakes."""
+
+    def configure_optimizers(self, lr: float) -> None:
+        self.optimizers = {
+            "generator": adam(self.networks["generator"], lr),
+            "discriminator": adam(self.networks["discriminator"], lr),
+        }
+
+    def train_step(self, batch: torch.Tensor) -> float:
+        return standard_gan_step(
+            self.networks["generator"],
+            self.networks["discriminator"],
+            batch,
+            self.sample_noise(len(batch), batch.device),
+            self.optimizers["generator"],
+            self.optimizers["discriminator"],
+        )
 
 
 class RobustZScore(nn.Module):

@@ -23,8 +23,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from stream_detector.models.base import register
-from stream_detector.models.gans.detector import GANDetector
-from stream_detector.models.gans.training import adam, standard_gan_step
+from stream_detector.models.gans.detector import PlainGAN
 
 __all__ = [
     "ConvFrameDiscriminator",
@@ -75,6 +74,16 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_logit(self.features(x)).squeeze(1)
+
+
+def mlp_gan_networks(latent: int, hidden: int, shape: tuple[int, ...]) -> nn.ModuleDict:
+    """An MLP generator (z -> shape) and discriminator, as the plain window GANs use them."""
+    return nn.ModuleDict(
+        {
+            "generator": MLPGenerator(latent, hidden, shape),
+            "discriminator": MLPDiscriminator(hidden, shape),
+        }
+    )
 
 
 class ConvFrameGenerator(nn.Module):
@@ -215,11 +224,10 @@ def latent_search_scores(
 
 
 @register
-class LatentSearchGAN(GANDetector):
+class LatentSearchGAN(PlainGAN):
     """A GAN whose score is how well a latent (and weight) search reproduces the window."""
 
     kind = "latent_search_gan"
-    train_loss_name = "discriminator_loss"
     min_score_batch = 16
 
     def __init__(
@@ -263,29 +271,10 @@ class LatentSearchGAN(GANDetector):
         }
 
     def build_networks(self) -> nn.ModuleDict:
-        shape = (self.window, self.n_features)
-        return nn.ModuleDict(
-            {
-                "generator": MLPGenerator(self.latent, self.hidden, shape),
-                "discriminator": MLPDiscriminator(self.hidden, shape),
-            }
-        )
+        return mlp_gan_networks(self.latent, self.hidden, (self.window, self.n_features))
 
-    def configure_optimizers(self, lr: float) -> None:
-        self.optimizers = {
-            "generator": adam(self.networks["generator"], lr),
-            "discriminator": adam(self.networks["discriminator"], lr),
-        }
-
-    def train_step(self, batch: torch.Tensor) -> float:
-        return standard_gan_step(
-            self.networks["generator"],
-            self.networks["discriminator"],
-            batch,
-            torch.randn(len(batch), self.latent, device=batch.device),
-            self.optimizers["generator"],
-            self.optimizers["discriminator"],
-        )
+    def sample_noise(self, n: int, device: torch.device) -> torch.Tensor:
+        return torch.randn(n, self.latent, device=device)
 
     def score_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         # Per-sample weight copies cost memory ∝ samples × generator size: search in

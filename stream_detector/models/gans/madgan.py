@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from stream_detector.models.base import register
-from stream_detector.models.gans.detector import GANDetector, search_latent
-from stream_detector.models.gans.training import adam, standard_gan_step
+from stream_detector.models.gans.detector import PlainGAN, search_latent
 
 __all__ = ["MADGAN", "LSTMSequenceDiscriminator", "LSTMSequenceGenerator"]
 
@@ -51,11 +50,10 @@ class LSTMSequenceDiscriminator(nn.Module):
 
 
 @register
-class MADGAN(GANDetector):
+class MADGAN(PlainGAN):
     """LSTM GAN; score = residual after inverting x to noise, plus D's doubt."""
 
     kind = "madgan"
-    train_loss_name = "discriminator_loss"
     min_score_batch = 16
 
     def __init__(
@@ -105,21 +103,8 @@ class MADGAN(GANDetector):
             }
         )
 
-    def configure_optimizers(self, lr: float) -> None:
-        self.optimizers = {
-            "generator": adam(self.networks["generator"], lr),
-            "discriminator": adam(self.networks["discriminator"], lr),
-        }
-
-    def train_step(self, batch: torch.Tensor) -> float:
-        return standard_gan_step(
-            self.networks["generator"],
-            self.networks["discriminator"],
-            batch,
-            torch.randn(len(batch), self.window, self.noise, device=batch.device),
-            self.optimizers["generator"],
-            self.optimizers["discriminator"],
-        )
+    def sample_noise(self, n: int, device: torch.device) -> torch.Tensor:
+        return torch.randn(n, self.window, self.noise, device=device)
 
     def score_tensor(self, batch: torch.Tensor) -> torch.Tensor:
         generator = self.networks["generator"]
