@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -60,17 +60,7 @@ class DaemonStats:
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "records": self.records,
-            "steps": self.steps,
-            "windows": self.windows,
-            "alerts": self.alerts,
-            "skipped_replayed": self.skipped_replayed,
-            "flushes": self.flushes,
-            "keepalive_polls": self.keepalive_polls,
-            "store_retries": self.store_retries,
-            "dead_letters": dict(self.dead_letters),
-        }
+        return {**asdict(self), "dead_letters": dict(self.dead_letters)}
 
 
 class _Rebalance(ConsumerRebalanceListener):

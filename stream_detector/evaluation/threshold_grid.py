@@ -31,7 +31,7 @@ from stream_detector.evaluation.calibrate import f1_optimal_threshold, fpr_targe
 from stream_detector.evaluation.injection import Injected, inject_anomalies
 from stream_detector.evaluation.metrics import ChannelCounts, EventMetrics, count_channel, summarise
 from stream_detector.evaluation.reference import telemanom_reference
-from stream_detector.evaluation.runner import DATASETS, ModelRecipe, train_channel
+from stream_detector.evaluation.runner import DATASETS, ModelRecipe, point_labels, train_channel
 from stream_detector.offline import OfflineRun, run_offline
 from stream_detector.records import ModelInfo
 from stream_detector.serving import ServedModel
@@ -135,26 +135,34 @@ ORACLE_KINDS = frozenset({"f1_optimal", "fpr_target"})
 
 
 def _oracle_settings(
-    variant: ThresholdVariant, base: Settings, run: OfflineRun, rows: Sequence[LabelRow]
+    variant: ThresholdVariant,
+    base: Settings,
+    model: ScoringModel,
+    chan: str,
+    test: np.ndarray,
+    scores: np.ndarray,
+    rows: Sequence[LabelRow],
 ) -> Settings:
-    """A ``fixed`` threshold fitted on this channel's test labels (see evaluation.calibrate)."""
-    truth = np.zeros(rows[0].num_values, dtype=bool)
-    for row in rows:
-        for start, end in row.anomaly_sequences:
-            truth[start : end + 1] = True
+    """A ``fixed`` threshold fitted on this channel's test labels (see evaluation.calibrate),
+    on the scores as the variant's engine sees them (calibrated or not)."""
+    fixed = {k: v for k, v in variant.threshold.items() if k not in ("kind", "params")}
+    probe = ThresholdSettings(**fixed, kind="fixed", params={"value": 1.0})
+    run = run_engine(
+        variant.settings(base).model_copy(update={"threshold": probe}), model, chan, test, scores
+    )
+    truth = np.logical_or.reduce([point_labels(row) for row in rows])
     labels = truth[np.asarray(run.end_seqs, dtype=np.int64)]
-    scores = np.asarray(run.scores, dtype=np.float64)  # calibrated if the variant says so
+    seen = np.asarray(run.scores, dtype=np.float64)
     params = dict(variant.threshold.get("params", {}))
     if variant.threshold["kind"] == "fpr_target":
-        value = fpr_target_threshold(scores, labels, float(params.get("fpr", 0.01)))
+        value = fpr_target_threshold(seen, labels, float(params.get("fpr", 0.01)))
     elif labels.any():
-        value, _ = f1_optimal_threshold(scores, labels)
+        value, _ = f1_optimal_threshold(seen, labels)
     else:
-        value = float(scores.max()) * 1.01  # nothing to find: flag nothing
-    fixed = {k: v for k, v in variant.threshold.items() if k not in ("kind", "params")}
+        value = float(seen.max()) * 1.01  # nothing to find: flag nothing
     value = max(value, float(np.finfo(np.float32).tiny))
     return variant.settings(base).model_copy(
-        update={"threshold": ThresholdSettings(**fixed, kind="fixed", params={"value": value})}
+        update={"threshold": probe.model_copy(update={"params": {"value": value}})}
     )
 
 
@@ -204,10 +212,14 @@ def held_out_injection(train: np.ndarray, chan: str, window: int) -> Injected:
 
 
 def judge_injected(
-    settings: Settings, model: ScoringModel, chan: str, injected: Injected
+    settings: Settings,
+    model: ScoringModel,
+    chan: str,
+    injected: Injected,
+    scores: np.ndarray | None = None,
 ) -> ChannelCounts:
     """Episodes of the engine on the injected series, counted against the injected anomalies."""
-    found = run_engine(settings, model, chan, injected.values, None).episodes()
+    found = run_engine(settings, model, chan, injected.values, scores).episodes()
     return count_channel(chan, injected.sequences, found, len(injected.values))
 
 
@@ -241,23 +253,7 @@ def grid_channel(
     for variant in variants:
         settings = variant.settings(base)
         if variant.threshold.get("kind") in ORACLE_KINDS:
-            # Fitted on the scores as this variant's engine sees them (calibrated or not).
-            scored = run_engine(
-                variant.settings(base).model_copy(
-                    update={
-                        "threshold": ThresholdSettings(
-                            kind="fixed",
-                            params={"value": 1.0},
-                            calibration=variant.threshold.get("calibration", "none"),
-                        )
-                    }
-                ),
-                model,
-                chan,
-                test,
-                scores["test"],
-            )
-            settings = _oracle_settings(variant, base, scored, rows)
+            settings = _oracle_settings(variant, base, model, chan, test, scores["test"], rows)
         predicted = run_engine(settings, model, chan, test, scores["test"]).episodes()
         result = results.setdefault(variant.name, VariantResult())
         result.oracle = variant.threshold.get("kind") in ORACLE_KINDS
@@ -270,11 +266,9 @@ def grid_channel(
             val_eps = run_engine(settings, model, chan, validation, scores["validation"]).episodes()
             result.validation_episodes += len(val_eps)
             result.validation_steps += len(validation)
-            found = run_engine(
-                settings, model, chan, injected.values, scores[INJECTED_KEY]
-            ).episodes()
-            counted = count_channel(chan, injected.sequences, found, len(injected.values))
-            result.injected.append(counted)
+            result.injected.append(
+                judge_injected(settings, model, chan, injected, scores[INJECTED_KEY])
+            )
             result.injected_rows.append(rows[0])
     if cache is not None and missing:
         cache.save(chan, checkpoint, scores)

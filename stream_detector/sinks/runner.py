@@ -29,7 +29,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
@@ -76,15 +76,7 @@ class SinkStats:
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "records": self.records,
-            "delivered": self.delivered,
-            "requests": self.requests,
-            "duplicates_suppressed": self.duplicates_suppressed,
-            "silenced": self.silenced,
-            "not_wanted": self.not_wanted,
-            "dead_letters": dict(self.dead_letters),
-        }
+        return {**asdict(self), "dead_letters": dict(self.dead_letters)}
 
 
 @dataclass
