@@ -123,6 +123,42 @@ def _alert_keys(alerts) -> set[tuple[str, int, str, int, int]]:
     return {(a.alert_id, a.revision, a.state, a.first_seq, a.last_seq) for a in alerts}
 
 
+START_TS = 1_700_000_000.0
+# Small polls and batches: a kill or an outage lands mid-stream, not after one big batch.
+SLOW = {"SD_KAFKA__MAX_POLL_RECORDS": "25", "SD_BATCHING__MAX_WAIT_MS": "20"}
+
+
+def _uninterrupted_run(env: DaemonEnv, channels, start_daemon) -> list:
+    """The whole stream through one daemon that is never disturbed: the reference alerts."""
+    with TelemetrySender(env.bootstrap, env.telemetry) as sender:
+        send_synthetic(sender, channels, steps_per_record=2, start_ts=START_TS, progress=False)
+    daemon = start_daemon(env)
+    wait_until(lambda: _all_committed(env), 300, "reference run committed everything", daemon)
+    assert daemon.terminate() == 0
+    return read_alerts(env.bootstrap, env.alerts)
+
+
+def _send_first_half(env: DaemonEnv, channels) -> int:
+    half = len(channels[0].test) // 2
+    with TelemetrySender(env.bootstrap, env.telemetry) as sender:
+        send_synthetic(
+            sender,
+            channels,
+            steps_per_record=2,
+            start_ts=START_TS,
+            limit_steps=half,
+            progress=False,
+        )
+    return half
+
+
+def _send_second_half(env: DaemonEnv, channels, half: int) -> None:
+    with TelemetrySender(env.bootstrap, env.telemetry) as sender:
+        for ch in channels:
+            for seq in range(half, len(ch.test), 2):
+                sender.send(ch.name, seq, START_TS + seq, ch.test[seq : seq + 2], 1.0)
+
+
 def test_sigkill_mid_replay_loses_no_episode_and_duplicates_share_ids(
     kafka_bootstrap,
     redis_url,
@@ -131,22 +167,13 @@ def test_sigkill_mid_replay_loses_no_episode_and_duplicates_share_ids(
     synthetic_checkpoint,
     start_daemon,
 ):
-    start_ts = 1_700_000_000.0
-    slow = {"SD_KAFKA__MAX_POLL_RECORDS": "25", "SD_BATCHING__MAX_WAIT_MS": "20"}
     # Static membership, as an operator would run it: the restarted process takes over the
     # killed one's partitions at once instead of waiting out its session timeout.
-    static = {**slow, "SD_KAFKA__GROUP_INSTANCE_ID": "sd-test-replica-0"}
+    static = {**SLOW, "SD_KAFKA__GROUP_INSTANCE_ID": "sd-test-replica-0"}
 
     # The uninterrupted run is the reference.
-    ref = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, extra=slow)
-    with TelemetrySender(kafka_bootstrap, ref.telemetry) as sender:
-        send_synthetic(
-            sender, synthetic_channels, steps_per_record=2, start_ts=start_ts, progress=False
-        )
-    daemon = start_daemon(ref)
-    wait_until(lambda: _all_committed(ref), 300, "reference run committed everything", daemon)
-    assert daemon.terminate() == 0
-    reference = read_alerts(kafka_bootstrap, ref.alerts)
+    ref = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, extra=SLOW)
+    reference = _uninterrupted_run(ref, synthetic_channels, start_daemon)
     assert reference, "the reference run must alert for the test to mean anything"
 
     # The same stream, with SIGKILLs while the replay is half-way. Process A consumes the
@@ -155,25 +182,13 @@ def test_sigkill_mid_replay_loses_no_episode_and_duplicates_share_ids(
     # of work (mid-batch, between publish and commit, or wherever it happens to be);
     # process C finishes.
     env = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, extra=static)
-    half = len(synthetic_channels[0].test) // 2
-    with TelemetrySender(kafka_bootstrap, env.telemetry) as sender:
-        send_synthetic(
-            sender,
-            synthetic_channels,
-            steps_per_record=2,
-            start_ts=start_ts,
-            limit_steps=half,
-            progress=False,
-        )
+    half = _send_first_half(env, synthetic_channels)
     first = start_daemon(env)
     wait_until(lambda: _all_committed(env), 300, "first half committed", first)
     first.kill()
     second = start_daemon(env)
     second.wait_for_event("partitions_assigned", timeout=120)
-    with TelemetrySender(kafka_bootstrap, env.telemetry) as sender:
-        for ch in synthetic_channels:
-            for seq in range(half, len(ch.test), 2):
-                sender.send(ch.name, seq, start_ts + seq, ch.test[seq : seq + 2], 1.0)
+    _send_second_half(env, synthetic_channels, half)
     second.wait_for_event("channel_state_restored", timeout=120)
     time.sleep(random.uniform(0.0, 1.5))
     second.kill()
@@ -204,38 +219,17 @@ def test_a_redis_outage_mid_stream_pages_once_per_episode(
     The daemon holds its offsets uncommitted and retries the state save until Redis answers;
     the episodes, their ids and their events equal those of an uninterrupted run.
     """
-    start_ts = 1_700_000_000.0
-    slow = {"SD_KAFKA__MAX_POLL_RECORDS": "25", "SD_BATCHING__MAX_WAIT_MS": "20"}
-    ref = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, extra=slow)
-    with TelemetrySender(kafka_bootstrap, ref.telemetry) as sender:
-        send_synthetic(
-            sender, synthetic_channels, steps_per_record=2, start_ts=start_ts, progress=False
-        )
-    daemon = start_daemon(ref)
-    wait_until(lambda: _all_committed(ref), 300, "reference run committed everything", daemon)
-    assert daemon.terminate() == 0
-    reference = read_alerts(kafka_bootstrap, ref.alerts)
+    ref = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, extra=SLOW)
+    reference = _uninterrupted_run(ref, synthetic_channels, start_daemon)
     assert any(a.state == "open" for a in reference), "the reference run must page"
 
-    env = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, extra=slow)
-    half = len(synthetic_channels[0].test) // 2
-    with TelemetrySender(kafka_bootstrap, env.telemetry) as sender:
-        send_synthetic(
-            sender,
-            synthetic_channels,
-            steps_per_record=2,
-            start_ts=start_ts,
-            limit_steps=half,
-            progress=False,
-        )
+    env = _env(kafka_bootstrap, redis_url, kafka_topics, synthetic_checkpoint, extra=SLOW)
+    half = _send_first_half(env, synthetic_channels)
     daemon = start_daemon(env)
     wait_until(lambda: _all_committed(env), 300, "first half committed", daemon)
     redis_server.stop()
     try:
-        with TelemetrySender(kafka_bootstrap, env.telemetry) as sender:
-            for ch in synthetic_channels:
-                for seq in range(half, len(ch.test), 2):
-                    sender.send(ch.name, seq, start_ts + seq, ch.test[seq : seq + 2], 1.0)
+        _send_second_half(env, synthetic_channels, half)
         outage = daemon.wait_for_event("state_store_unavailable", timeout=120)
         assert outage["during"] == "save"
         time.sleep(2.0)  # a few retries, with the consumer kept in its group
