@@ -89,6 +89,16 @@ class FitHistory:
         return {**asdict(self), "epochs": self.epochs}
 
 
+def checked_score_features(columns: list[int], n_features: int) -> list[int]:
+    """``columns`` as ints; ValueError unless it is a non-empty list of column indices."""
+    checked = [int(f) for f in columns]
+    if not checked or not all(0 <= f < n_features for f in checked):
+        raise ValueError(
+            f"score_features must be column indices in [0, {n_features}), got {checked}"
+        )
+    return checked
+
+
 class Detector(abc.ABC):
     """A model that turns windows of shape (window, n_features) into anomaly scores.
 

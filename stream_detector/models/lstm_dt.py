@@ -32,6 +32,7 @@ from stream_detector.models.base import (
     Detector,
     FitConfig,
     FitHistory,
+    checked_score_features,
     register,
     resolve_device,
 )
@@ -106,11 +107,9 @@ class LSTMNextValuePredictor(Detector):
             raise ValueError(f"loss must be 'squared' or 'absolute', got {loss!r}")
         # The columns predicted and scored. The name matches the reconstruction models', so
         # the same setting (the CLI's --score-features) means "score the telemetry value".
-        targets = [0] if score_features is None else [int(f) for f in score_features]
-        if not targets or not all(0 <= f < n_features for f in targets):
-            raise ValueError(
-                f"score_features must be column indices in [0, {n_features}), got {targets}"
-            )
+        targets = checked_score_features(
+            [0] if score_features is None else score_features, n_features
+        )
         self.hidden = hidden
         self.dropout = float(dropout)
         self.n_predictions = n_predictions

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from stream_detector.models.base import Detector, FitConfig, FitHistory, resolve_device
+from stream_detector.models.base import (
+    Detector,
+    FitConfig,
+    FitHistory,
+    checked_score_features,
+    resolve_device,
+)
 from stream_detector.models.torch_training import fit_detector, windows_to_tensor
 
 __all__ = ["ReconstructionDetector", "reconstruction_mse"]
@@ -41,12 +47,7 @@ class ReconstructionDetector(Detector, abc.ABC):
     ) -> None:
         super().__init__(window, n_features)
         if score_features is not None:
-            score_features = [int(f) for f in score_features]
-            if not score_features or not all(0 <= f < n_features for f in score_features):
-                raise ValueError(
-                    f"score_features must be column indices in [0, {n_features}), "
-                    f"got {score_features}"
-                )
+            score_features = checked_score_features(score_features, n_features)
         if score_last is not None and not 1 <= score_last <= window:
             raise ValueError(f"score_last must lie in [1, {window}], got {score_last}")
         self.score_features = score_features

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from stream_detector.models.base import Detector, FitConfig, FitHistory, resolve_device
+from stream_detector.models.base import (
+    Detector,
+    FitConfig,
+    FitHistory,
+    checked_score_features,
+    resolve_device,
+)
 from stream_detector.models.gans.training import adam, fit_adversarial, standard_gan_step
 from stream_detector.models.torch_training import windows_to_tensor
 
@@ -40,12 +46,7 @@ class GANDetector(Detector, abc.ABC):
     ) -> None:
         super().__init__(window, n_features)
         if score_features is not None:
-            score_features = [int(f) for f in score_features]
-            if not score_features or not all(0 <= f < n_features for f in score_features):
-                raise ValueError(
-                    f"score_features must be column indices in [0, {n_features}), "
-                    f"got {score_features}"
-                )
+            score_features = checked_score_features(score_features, n_features)
         # Columns whose errors the score reads (SMAP/MSL: [0], the telemetry value, where
         # the other columns are command flags); None means all. The networks always see
         # and generate every column.
