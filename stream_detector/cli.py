@@ -109,6 +109,14 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     show_default=True,
     help="Stride between training windows (raise it to train faster).",
 )
+@click.option(
+    "--scaling",
+    type=click.Choice(["standard", "none"]),
+    default="standard",
+    show_default=True,
+    help="Standardise every column on the train split, or keep raw values (telemanom's "
+    "setup: SMAP/MSL values are already in (-1, 1), command flags 0/1).",
+)
 @click.option("--epochs", type=int, default=100, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -155,6 +163,7 @@ def train(
     window: int,
     stride: int,
     train_stride: int,
+    scaling: str,
     epochs: int,
     batch_size: int,
     lr: float,
@@ -186,6 +195,7 @@ def train(
             window=window,
             stride=stride,
             train_stride=train_stride,
+            scaling=scaling,  # type: ignore[arg-type]
             hyperparameters=hyperparameters,
             fit_config=fit,
             progress=not no_progress,
@@ -246,6 +256,14 @@ def _parse_hp(item: str) -> tuple[str, Any]:
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--train-stride", type=int, default=1, show_default=True)
 @click.option(
+    "--scaling",
+    type=click.Choice(["standard", "none"]),
+    default="standard",
+    show_default=True,
+    help="Standardise every column on the train split, or keep raw values (telemanom's "
+    "setup: SMAP/MSL values are already in (-1, 1), command flags 0/1).",
+)
+@click.option(
     "--score-features",
     default="0",
     show_default=True,
@@ -294,6 +312,7 @@ def evaluate(
     patience: int,
     batch_size: int,
     train_stride: int,
+    scaling: str,
     score_features: str,
     hyper: tuple[str, ...],
     seed: int,
@@ -322,6 +341,7 @@ def evaluate(
         hyperparameters=_hyperparameters(score_features, hyper),
         fit=FitConfig(epochs=epochs, patience=patience, batch_size=batch_size, seed=seed),
         train_stride=train_stride,
+        scaling=scaling,  # type: ignore[arg-type]
     )
     target = out or Path("artifacts/eval") / f"{kind}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if score_cache is not None and grid is None:

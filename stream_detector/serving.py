@@ -55,4 +55,5 @@ def _prior_from(checkpoint: Checkpoint) -> ScorePrior | None:
         log_mean=log_mean,
         log_std=log_std,
         quantiles=dict(cal.quantiles),
+        tail=tuple(cal.tail),
     )

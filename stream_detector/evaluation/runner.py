@@ -36,7 +36,7 @@ from stream_detector.offline import OfflineRun, run_offline
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 from stream_detector.training.checkpoint import Checkpoint
-from stream_detector.training.trainer import train_on_series
+from stream_detector.training.trainer import Scaling, train_on_series
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +52,7 @@ class ModelRecipe:
     hyperparameters: dict[str, Any]
     fit: FitConfig
     train_stride: int = 1
+    scaling: Scaling = "standard"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,8 @@ class ModelRecipe:
             "hyperparameters": self.hyperparameters,
             "fit": self.fit.to_dict(),
             "train_stride": self.train_stride,
+            # Only a non-default scaling is written, so older score caches stay valid.
+            **({"scaling": self.scaling} if self.scaling != "standard" else {}),
         }
 
 
@@ -74,6 +77,7 @@ def train_channel(root: Path, chan: str, recipe: ModelRecipe) -> Checkpoint:
         hyperparameters=recipe.hyperparameters,
         fit_config=recipe.fit,
         train_stride=recipe.train_stride,
+        scaling=recipe.scaling,
         progress=False,
     )
 

@@ -47,9 +47,13 @@ class Calibration:
     std: float
     # p50, p90, p95, p99, p99.9 and max.
     quantiles: dict[str, float] = field(default_factory=dict)
+    # The scores of the last training windows at stride 1, in stream order (held-out
+    # data): a threshold that judges a score against its recent history (telemanom's)
+    # starts from them instead of from an empty window.
+    tail: list[float] = field(default_factory=list)
 
     @classmethod
-    def from_scores(cls, scores: np.ndarray) -> Self:
+    def from_scores(cls, scores: np.ndarray, tail: np.ndarray | None = None) -> Self:
         values = np.asarray(scores, dtype=np.float64).ravel()
         if values.size == 0:
             raise ValueError("cannot calibrate on zero scores")
@@ -60,6 +64,7 @@ class Calibration:
             mean=float(values.mean()),
             std=float(values.std()),
             quantiles=quantiles,
+            tail=[] if tail is None else [float(x) for x in np.asarray(tail).ravel()],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,6 +77,7 @@ class Calibration:
             mean=float(data["mean"]),
             std=float(data["std"]),
             quantiles={str(k): float(v) for k, v in data["quantiles"].items()},
+            tail=[float(x) for x in data.get("tail", [])],
         )
 
 

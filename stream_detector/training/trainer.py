@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import structlog
@@ -76,6 +76,23 @@ def _check_series(series: Sequence[np.ndarray], channels: Sequence[str], window:
     return widths.pop()
 
 
+# Scores kept in stream order for thresholds that start from a window of recent scores:
+# telemanom's window of 30 batches of 70.
+PRIOR_TAIL = 2100
+
+Scaling = Literal["standard", "none"]
+SCALINGS: tuple[Scaling, ...] = ("standard", "none")
+
+
+def _fit_scaler(data: np.ndarray, scaling: Scaling) -> StandardScaler:
+    if scaling == "standard":
+        return StandardScaler.fit(data)
+    if scaling == "none":
+        width = data.shape[-1]
+        return StandardScaler(np.zeros(width), np.ones(width))
+    raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
+
+
 def train_on_series(
     kind: str,
     train_series: Sequence[np.ndarray],
@@ -89,19 +106,23 @@ def train_on_series(
     val_fraction: float = 0.2,
     progress: bool = True,
     train_stride: int | None = None,
+    scaling: Scaling = "standard",
 ) -> Checkpoint:
     """Train a ``kind`` detector on raw (T, D) series and return its checkpoint.
 
     ``stride`` is recorded for the daemon (steps between scored windows); ``train_stride``
     (default: ``stride``) spaces the training windows, to trade data for speed.
     The calibration holds the trained model's scores on all training windows, training
-    and validation parts alike.
+    and validation parts alike. ``scaling="none"`` keeps the raw values (an identity
+    scaler): telemanom trains on SMAP/MSL as published, already in (-1, 1) with 0/1
+    command flags, and standardising a flag seen twice in training turns it into a
+    50-σ input when it appears in a test split.
     """
     config = fit_config or FitConfig()
     train_stride = stride if train_stride is None else train_stride
     n_features = _check_series(train_series, channels, window)
 
-    scaler = StandardScaler.fit(np.concatenate(train_series))
+    scaler = _fit_scaler(np.concatenate(train_series), scaling)
     scaled = [scaler.transform(s) for s in train_series]
     train, val = split_windows(scaled, window, train_stride, val_fraction)
     if len(train) == 0:
@@ -128,7 +149,10 @@ def train_on_series(
     history = detector.fit(train, val, config, progress=progress)
 
     scores = np.concatenate([detector.score_in_batches(train), detector.score_in_batches(val)])
-    calibration = Calibration.from_scores(scores)
+    last = scaled[-1][-(PRIOR_TAIL + window - 1) :]
+    calibration = Calibration.from_scores(
+        scores, tail=detector.score_in_batches(sliding_windows(last, window, 1))
+    )
     checkpoint = Checkpoint(
         detector=detector,
         scaler=scaler,
@@ -143,6 +167,7 @@ def train_on_series(
             "config": config.to_dict(),
             "val_fraction": val_fraction,
             "train_stride": train_stride,
+            "scaling": scaling,
             "train_windows": len(train),
             "val_windows": len(val),
         },
@@ -175,6 +200,7 @@ def train_on_dataset(
     val_fraction: float = 0.2,
     progress: bool = True,
     train_stride: int | None = None,
+    scaling: Scaling = "standard",
 ) -> Checkpoint:
     """``train_on_series`` on the train split of ``channels`` of the SMAP/MSL data set at ``root``.
 
@@ -201,4 +227,5 @@ def train_on_dataset(
         val_fraction=val_fraction,
         progress=progress,
         train_stride=train_stride,
+        scaling=scaling,
     )
