@@ -62,6 +62,7 @@ def build_engine(settings: Settings, model: ScoringModel) -> DetectionEngine:
             hold_down=a.hold_down,
             update_ratio=a.update_ratio,
             suppress=a.suppress,
+            lead=a.lead,
         )
     except ValueError as exc:
         raise ConfigError("SD_ALERTS__MIN_HITS", str(exc)) from None

@@ -129,6 +129,12 @@ class AlertSettings(BaseModel):
     suppress: int = Field(
         default=0, ge=0, description="windows after a resolve during which no episode opens"
     )
+    lead: int = Field(
+        default=0,
+        ge=0,
+        description="steps an episode's start is back-dated before its first hit "
+        "(telemanom's error buffer, backwards)",
+    )
 
 
 class LoggingSettings(BaseModel):

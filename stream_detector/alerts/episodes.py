@@ -22,12 +22,18 @@ class EpisodeRules:
     hold_down: int = 50
     update_ratio: float = 1.5
     suppress: int = 0  # windows after a resolve during which no new episode opens
+    # Steps an episode's start is back-dated before its first hit: a detector that
+    # smooths its scores sees an anomaly only some steps after it began (telemanom pads
+    # each flagged error by its error buffer on both sides). Never into the last episode.
+    lead: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_hits <= self.hit_window:
             raise ValueError("need 1 <= min_hits <= hit_window")
         if self.hold_down < 1 or self.update_ratio <= 1.0 or self.suppress < 0:
             raise ValueError("need hold_down >= 1, update_ratio > 1 and suppress >= 0")
+        if self.lead < 0:
+            raise ValueError("need lead >= 0")
 
 
 @dataclass(slots=True)
@@ -44,6 +50,7 @@ class EpisodeState:
     recent: list[int] = field(default_factory=list)  # end seqs of recent hits, while closed
     recent_ts: list[float] = field(default_factory=list)
     quiet_until: int = -1  # no new episode opens at or before this seq (suppression)
+    last_end: int | None = None  # last seq of the previous episode: `lead` stops there
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,8 +101,7 @@ def step_episode(
             return None
         # The episode starts at its first hit: the id does not depend on when N was reached.
         state.active = True
-        state.first_seq = state.recent[0]
-        state.first_ts = state.recent_ts[0]
+        state.first_seq, state.first_ts = _start(state, rules)
         state.last_seq, state.last_ts = seq, ts
         state.peak = state.sent_peak = score
         state.revision = 0
@@ -117,10 +123,23 @@ def step_episode(
         return None
     state.revision += 1
     event = _event(state, "resolve", score, thr)
-    fresh = EpisodeState(quiet_until=seq + rules.suppress * stride)
+    fresh = EpisodeState(quiet_until=seq + rules.suppress * stride, last_end=state.last_seq)
     for name in EpisodeState.__slots__:
         setattr(state, name, getattr(fresh, name))
     return event
+
+
+def _start(state: EpisodeState, rules: EpisodeRules) -> tuple[int, float]:
+    """The first hit, back-dated by `lead` steps: never into the previous episode (nor below
+    seq 0 when the stream starts there). Its time is back-dated at the pace of the hits."""
+    first, first_ts = state.recent[0], state.recent_ts[0]
+    if rules.lead == 0:
+        return first, first_ts
+    earliest = min(first, 0) if state.last_end is None else state.last_end + 1
+    start = max(first - rules.lead, earliest)
+    last, last_ts = state.recent[-1], state.recent_ts[-1]
+    period = (last_ts - first_ts) / (last - first) if last > first else 0.0
+    return start, first_ts - period * (first - start)
 
 
 def _forget_old_hits(state: EpisodeState, horizon: int) -> None:

@@ -75,3 +75,29 @@ def test_suppression_after_resolve():
         ("open", 7),
         ("resolve", 7),
     ]
+
+
+def test_lead_back_dates_the_start_but_never_into_the_previous_episode():
+    rules = EpisodeRules(min_hits=2, hit_window=2, hold_down=2, lead=3)
+    flags = [0, 0, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0]
+    events = _run(flags, rules)
+    # First episode: first hit 5, back-dated 3 steps, its time at the pace of the hits.
+    assert (events[0].kind, events[0].first_seq, events[0].first_ts) == ("open", 2, 2.0)
+    assert (events[1].kind, events[1].first_seq, events[1].last_seq) == ("resolve", 2, 6)
+    # Second: first hit 9, but seq 6 closed the first episode, so it starts at 7.
+    assert (events[2].kind, events[2].first_seq) == ("open", 7)
+    # Near the stream's start the lead stops at seq 0.
+    assert _run([1, 1, 0, 0], rules)[0].first_seq == 0
+
+
+def test_lead_survives_a_json_round_trip_between_episodes():
+    import json
+
+    rules = EpisodeRules(hold_down=1, lead=10)
+    state = EpisodeState()
+    for seq, flag in enumerate([1, 0]):
+        step_episode(state, rules, seq=seq, ts=0.0, score=1.0, threshold=1.0, anomalous=bool(flag))
+    back = EpisodeState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert back.last_end == 0
+    event = step_episode(back, rules, seq=5, ts=0.0, score=2.0, threshold=1.0, anomalous=True)
+    assert event is not None and event.first_seq == 1
