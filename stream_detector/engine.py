@@ -29,6 +29,10 @@ from stream_detector.records import (
 from stream_detector.thresholds.base import ScorePrior, ThresholdState, ThresholdStrategy
 from stream_detector.thresholds.calibration import ScoreCalibrator
 
+# The telemetry value of a step (the rest are command flags): what a threshold that weighs
+# errors against the signal's own spread is shown beside each score.
+VALUE_COLUMN = 0
+
 
 class ScoringModel(Protocol):
     """What the engine needs from a trained model (a loaded checkpoint satisfies it)."""
@@ -209,7 +213,8 @@ class DetectionEngine:
                 score = float(np.finfo(np.float32).max)
             if self.calibrator is not None:
                 score = self.calibrator(score)
-            state.threshold, decision = self.threshold.step(state.threshold, score)
+            value = float(window.data[-1, VALUE_COLUMN])
+            state.threshold, decision = self.threshold.step(state.threshold, score, value)
             if decision.anomalous:
                 outcome.anomalous_windows += 1
             if self.emit_scores:
@@ -273,5 +278,7 @@ class DetectionEngine:
                 "hold_down": self.rules.hold_down,
                 "update_ratio": self.rules.update_ratio,
                 "suppress": self.rules.suppress,
+                # Written only when set, so existing configurations keep their version.
+                **({"lead": self.rules.lead} if self.rules.lead else {}),
             },
         }

@@ -35,6 +35,7 @@ class ScorePrior:
     log_mean: float
     log_std: float
     quantiles: dict[str, float] = field(default_factory=dict)  # "p99": ..., "max": ...
+    tail: tuple[float, ...] = ()  # the last training scores, in stream order
 
 
 class ThresholdStrategy(abc.ABC):
@@ -48,8 +49,15 @@ class ThresholdStrategy(abc.ABC):
         """The state of a channel never seen before."""
 
     @abc.abstractmethod
-    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
-        """Judge one score and return the state after learning from it (never mutates input)."""
+    def step(
+        self, state: ThresholdState, score: float, value: float | None = None
+    ) -> tuple[ThresholdState, Decision]:
+        """Judge one score and return the state after learning from it (never mutates input).
+
+        ``value`` is the telemetry value at the window's newest step. Only strategies that
+        weigh an error against the signal's own scale (telemanom's) read it; the others
+        judge the score alone.
+        """
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

@@ -74,7 +74,9 @@ class EwmaSigmaThreshold(ThresholdStrategy):
         mean, std = (prior.log_mean, prior.log_std) if self.log_scores else (prior.mean, prior.std)
         return {"n": 0, "w": float(self.prior_weight), "mean": mean, "var": std * std}
 
-    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
+    def step(
+        self, state: ThresholdState, score: float, value: float | None = None
+    ) -> tuple[ThresholdState, Decision]:
         x = self._transform(score)
         n, w, mean, var = (
             int(state["n"]),

@@ -86,7 +86,9 @@ class P2QuantileThreshold(ThresholdStrategy):
     def initial_state(self, prior: ScorePrior | None) -> ThresholdState:
         return {"count": 0, **p2_initial(self.p)}
 
-    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
+    def step(
+        self, state: ThresholdState, score: float, value: float | None = None
+    ) -> tuple[ThresholdState, Decision]:
         estimate = p2_estimate(state)
         limit = None if estimate is None else estimate * self.margin
         warm = state["count"] >= self.warmup and limit is not None

@@ -80,7 +80,9 @@ class RecentMaxThreshold(ThresholdStrategy):
         seed = [] if prior is None or "max" not in prior.quantiles else [prior.quantiles["max"]]
         return {"n": 0, "maxima": seed, "current": None, "fill": 0, "run": 0, "smooth": None}
 
-    def step(self, state: ThresholdState, raw: float) -> tuple[ThresholdState, Decision]:
+    def step(
+        self, state: ThresholdState, raw: float, value: float | None = None
+    ) -> tuple[ThresholdState, Decision]:
         previous = state.get("smooth")
         alpha = 2.0 / (self.span + 1.0)
         score = raw if previous is None else alpha * raw + (1.0 - alpha) * float(previous)

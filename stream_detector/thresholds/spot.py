@@ -159,7 +159,9 @@ class SpotThreshold(ThresholdStrategy):
     def _offset(self, state: ThresholdState) -> float:
         return float(np.mean(state["recent"])) if self.depth and state["recent"] else 0.0
 
-    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
+    def step(
+        self, state: ThresholdState, score: float, value: float | None = None
+    ) -> tuple[ThresholdState, Decision]:
         state = dict(state)  # lists inside are replaced, never mutated
         if state["t"] is None:
             x = self._residual(state, score)

@@ -46,7 +46,9 @@ class TrainQuantileThreshold(ThresholdStrategy):
             )
         return {"threshold": prior.quantiles[self.quantile] * self.factor}
 
-    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
+    def step(
+        self, state: ThresholdState, score: float, value: float | None = None
+    ) -> tuple[ThresholdState, Decision]:
         return _judge(state, score)
 
 
@@ -67,7 +69,9 @@ class TrainSigmaThreshold(ThresholdStrategy):
             raise ValueError("train_sigma needs the checkpoint's training calibration")
         return {"threshold": prior.mean + self.k * prior.std}
 
-    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
+    def step(
+        self, state: ThresholdState, score: float, value: float | None = None
+    ) -> tuple[ThresholdState, Decision]:
         return _judge(state, score)
 
 
@@ -87,5 +91,7 @@ class FixedThreshold(ThresholdStrategy):
     def initial_state(self, prior: ScorePrior | None) -> ThresholdState:
         return {"threshold": self.value}
 
-    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
+    def step(
+        self, state: ThresholdState, score: float, value: float | None = None
+    ) -> tuple[ThresholdState, Decision]:
         return _judge(state, score)

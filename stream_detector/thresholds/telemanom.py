@@ -1,20 +1,38 @@
 """telemanom's non-parametric dynamic threshold, in streaming form.
 
-Hundman et al., KDD 2018 (``telemanom/errors.py``). Scores are smoothed by an EWMA (span
-``span``). Over the last ``window`` smoothed scores, ε = μ + z·σ takes the z in [2.5, 12)
-that best trades the drop in mean and standard deviation when the points above ε (padded
-by ``error_buffer``) are removed against how many points and sequences that flags:
-score(z) = (Δμ/μ + Δσ/σ) / (|sequences|² + |points|), with at most 5 sequences and under
-half the points. The same is done on the errors flipped around their mean, so an
-unusually *low* error counts too. A point above ε is kept only if it stands at least a
-fraction ``p`` above the largest normal smoothed score in the window (telemanom's pruning,
-applied to the newest point).
+Hundman et al., KDD 2018 (``telemanom/errors.py`` of the run published on 2018-05-19).
+What telemanom does with a predictor's errors, and how each step is carried over:
 
-Streaming form: ε is recomputed every ``batch`` scores from the window, as telemanom
-recomputes it for every new batch of 70 values; anomalous points are not added to the
-window (protected update). Not carried over: telemanom's checks against the telemetry
-values themselves (the threshold sees scores only) and its retrospective pruning of whole
-sequences found earlier in a window.
+- **Smoothing.** Errors are smoothed by an EWMA of span ``span`` (telemanom: 5 % of
+  30 batches × 70 = 105).
+- **ε.** Over the last ``window`` smoothed errors, ε = μ + z·σ takes the z in [2.5, 12)
+  that best trades the drop in mean and standard deviation when the points above ε
+  (padded by ``error_buffer``) are removed against how many points and sequences that
+  flags: score(z) = (Δμ/μ + Δσ/σ) / (|sequences|² + |points|), with at most 5 sequences
+  and under half the points (`find_z`). The same is done on the errors flipped around
+  their mean, so an unusually *low* error counts too (``inverted``). telemanom recomputes
+  ε for every new batch of 70 values; so does this, every ``batch`` learned errors.
+- **Scale checks.** telemanom ignores errors that are small beside the signal: a point
+  must exceed 5 % of the 5–95 % range of the recent telemetry values (``min_value_ratio``,
+  read from the ``value`` the engine passes with each score), and nothing is flagged in
+  a window whose largest error is under 0.05 (``min_error``, in score units: 0.05 means
+  what telemanom meant only for errors in the raw units of SMAP/MSL's (-1, 1) values).
+- **Pruning.** A sequence survives only if its peak stands at least a fraction ``p``
+  (0.13) above the largest error of the window that was not flagged. Streamed: a point
+  above ε is a hit once the peak of its run above ε so far clears that bar.
+- **Error buffer.** telemanom pads each flagged point by ``error_buffer`` − 1 steps on
+  both sides. Forward, the status stays anomalous for that many steps after the last hit;
+  backward, the episode rules' ``lead`` setting back-dates an episode's start (the
+  daemon's default configuration sets both to telemanom's 100).
+
+Streaming form, and what differs: the decision about a score is made when it arrives,
+against the ε of the last full batch (telemanom decides a batch of 70 at a time, with the
+batch inside its own window); the window starts from the model's last training scores
+(``ScorePrior.tail``) instead of from the first 2,100 test errors judged in hindsight.
+**Protected update:** scores flagged anomalous are not learned, so an incident cannot
+raise its own threshold (telemanom's window takes every error) — except after
+``relearn_after`` anomalous scores in a row (0: never), so that a lasting change of the
+error level becomes the new normal instead of keeping an episode open forever.
 """
 
 from __future__ import annotations
@@ -71,9 +89,12 @@ def find_z(errors: np.ndarray, error_buffer: int, z_min: float = 2.5, z_max: flo
 
 @register_threshold("telemanom")
 class TelemanomThreshold(ThresholdStrategy):
-    # The EWMA of the scores must advance on every score, anomalous or not: it is
-    # smoothing, not a model of normal. Everything else is protected.
-    volatile_keys: ClassVar[frozenset[str]] = frozenset({"es", "n"})
+    # Smoothing, the recent telemetry values and the bookkeeping of the current run move
+    # on every score, anomalous or not; the window of errors and what is derived from it
+    # (ε, the largest normal error) are protected.
+    volatile_keys: ClassVar[frozenset[str]] = frozenset(
+        {"es", "n", "values", "run", "run_inv", "buffer_left", "streak"}
+    )
 
     def __init__(
         self,
@@ -82,11 +103,21 @@ class TelemanomThreshold(ThresholdStrategy):
         batch: int = 70,
         error_buffer: int = 100,
         p: float = 0.13,
-        warmup: int = 500,
+        warmup: int = 140,
         inverted: bool = True,
+        min_error: float = 0.0,
+        min_value_ratio: float = 0.05,
+        relearn_after: int = 0,
+        protect: bool = True,
     ) -> None:
-        if span < 1 or window < 2 * batch or batch < 1 or error_buffer < 0 or not 0 <= p < 1:
-            raise ValueError("need span >= 1, window >= 2·batch, batch >= 1, 0 <= p < 1")
+        if span < 1 or batch < 1 or window < 2 * batch:
+            raise ValueError("need span >= 1, batch >= 1 and window >= 2·batch")
+        if error_buffer < 1 or not 0 <= p < 1 or warmup < 0 or relearn_after < 0:
+            raise ValueError(
+                "need error_buffer >= 1, 0 <= p < 1, warmup >= 0 and relearn_after >= 0"
+            )
+        if min_error < 0 or min_value_ratio < 0:
+            raise ValueError("need min_error >= 0 and min_value_ratio >= 0")
         self.span = span
         self.window = window
         self.batch = batch
@@ -94,6 +125,10 @@ class TelemanomThreshold(ThresholdStrategy):
         self.p = p
         self.warmup = warmup
         self.inverted = inverted
+        self.min_error = min_error
+        self.min_value_ratio = min_value_ratio
+        self.relearn_after = relearn_after
+        self.protect = protect
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -105,54 +140,109 @@ class TelemanomThreshold(ThresholdStrategy):
             "p": self.p,
             "warmup": self.warmup,
             "inverted": self.inverted,
+            "min_error": self.min_error,
+            "min_value_ratio": self.min_value_ratio,
+            "relearn_after": self.relearn_after,
+            "protect": self.protect,
         }
 
+    @property
+    def _alpha(self) -> float:
+        return 2.0 / (self.span + 1.0)
+
     def initial_state(self, prior: ScorePrior | None) -> ThresholdState:
-        return {
+        state: ThresholdState = {
             "es": None,
-            "buf": [],
             "n": 0,
+            "buf": [],
             "since": 0,
+            "values": [],
             "eps": None,
             "eps_inv": None,
             "mean": None,
             "normal_max": None,
+            "normal_max_inv": None,
+            "run": 0.0,
+            "run_inv": 0.0,
+            "buffer_left": 0,
+            "streak": 0,
         }
+        tail = [] if prior is None else [x for x in prior.tail if math.isfinite(x)]
+        if tail:
+            es, smoothed = tail[0], []
+            for x in tail:
+                es += self._alpha * (x - es)
+                smoothed.append(es)
+            state["es"] = es
+            state["buf"] = smoothed[-self.window :]
+            if len(state["buf"]) >= 2 * self.batch:
+                self._refresh(state)
+        return state
 
     def _refresh(self, state: ThresholdState) -> None:
         errors = np.asarray(state["buf"], dtype=np.float64)
         mean, sd = float(errors.mean()), float(errors.std())
+        eps = mean + sd * find_z(errors, self.error_buffer)
+        below = errors[errors <= eps]
         state["mean"] = mean
-        state["eps"] = mean + sd * find_z(errors, self.error_buffer)
-        state["normal_max"] = float(errors.max())
+        state["eps"] = eps
+        state["normal_max"] = float(below.max()) if len(below) else eps
         if self.inverted:
             flipped = 2 * mean - errors
-            state["eps_inv"] = mean + sd * find_z(flipped, self.error_buffer)
+            eps_inv = mean + sd * find_z(flipped, self.error_buffer)
+            below_inv = flipped[flipped <= eps_inv]
+            state["eps_inv"] = eps_inv
+            state["normal_max_inv"] = float(below_inv.max()) if len(below_inv) else eps_inv
         state["since"] = 0
 
-    def step(self, state: ThresholdState, score: float) -> tuple[ThresholdState, Decision]:
+    def _floor(self, values: list[float]) -> float:
+        """The error a point must beat however ε falls: scale checks against the signal."""
+        floor = self.min_error
+        if self.min_value_ratio > 0 and len(values) >= 2:
+            high, low = np.percentile(np.asarray(values, dtype=np.float64), [95, 5])
+            floor = max(floor, self.min_value_ratio * float(high - low))
+        return floor
+
+    def step(
+        self, state: ThresholdState, score: float, value: float | None = None
+    ) -> tuple[ThresholdState, Decision]:
         state = dict(state)
-        alpha = 2.0 / (self.span + 1.0)
-        es = score if state["es"] is None else state["es"] + alpha * (score - state["es"])
+        es = score if state["es"] is None else state["es"] + self._alpha * (score - state["es"])
         state["es"] = es
         state["n"] += 1
+        if value is not None and math.isfinite(value):
+            state["values"] = [*state["values"], float(value)][-self.window :]
         ready = state["n"] > self.warmup and state["eps"] is not None
+        hit = False
         if ready:
-            high = es > state["eps"] and es * (1 - self.p) >= state["normal_max"]
-            low = (
-                self.inverted
-                and state["eps_inv"] is not None
-                and 2 * state["mean"] - es > state["eps_inv"]
-            )
-            if high or low:
-                return state, Decision("anomalous", float(state["eps"]))
+            floor = self._floor(state["values"])
+            high = es > max(state["eps"], floor)
+            state["run"] = max(state["run"], es) if high else 0.0
+            hit = high and state["run"] * (1 - self.p) >= state["normal_max"]
+            if self.inverted and state["eps_inv"] is not None:
+                flipped = 2 * state["mean"] - es
+                low = flipped > max(state["eps_inv"], floor)
+                state["run_inv"] = max(state["run_inv"], flipped) if low else 0.0
+                hit = hit or (low and state["run_inv"] * (1 - self.p) >= state["normal_max_inv"])
+        if hit:
+            state["buffer_left"] = self.error_buffer - 1
+        elif state["buffer_left"] > 0:
+            state["buffer_left"] -= 1
+            hit = True  # telemanom's error buffer: the steps after a hit belong to it
         threshold = None if state["eps"] is None else float(state["eps"])
-        if math.isfinite(es):
-            # Learn only normal points; ε is recomputed every `batch` of them.
+        state["streak"] = state["streak"] + 1 if hit else 0
+        learn = (
+            not self.protect
+            or not hit
+            or (self.relearn_after > 0 and state["streak"] > self.relearn_after)
+        )
+        if learn and math.isfinite(es):
             state["buf"] = [*state["buf"], es][-self.window :]
             state["since"] += 1
             if len(state["buf"]) >= 2 * self.batch and (
                 state["eps"] is None or state["since"] >= self.batch
             ):
                 self._refresh(state)
+        if hit:
+            return state, Decision("anomalous", threshold)
         return state, Decision("normal" if ready else "not_ready", threshold)

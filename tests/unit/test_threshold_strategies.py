@@ -161,6 +161,73 @@ def test_telemanom_flags_a_burst_and_prunes_a_bump_close_to_normal():
     assert decision.status == "normal", "within p of the largest normal score: pruned"
 
 
+def _warm_telemanom(**params):
+    """span 1 (no smoothing) and no scale check unless asked: ε is easy to reason about."""
+    defaults = {"span": 1, "window": 200, "batch": 20, "error_buffer": 3, "warmup": 0}
+    thr = build_threshold("telemanom", **{**defaults, "min_value_ratio": 0.0, **params})
+    state = thr.initial_state(None)
+    rng = np.random.default_rng(3)
+    for x in 1.0 + 0.1 * rng.uniform(size=200):  # errors in [1.0, 1.1): σ ≈ 0.029
+        state, _ = thr.step(state, float(x), float(rng.uniform(0, 100)))
+    return thr, state
+
+
+def test_telemanom_error_buffer_keeps_the_steps_after_a_hit():
+    thr, state = _warm_telemanom()
+    assert state["eps"] < 1.5 and state["normal_max"] < 1.1
+    state, d = thr.step(state, 10.0)
+    statuses = [d.status]
+    for _ in range(4):
+        state, d = thr.step(state, 1.05)
+        statuses.append(d.status)
+    # error_buffer 3: the hit and the 2 steps after it, then normal again.
+    assert statuses == ["anomalous", "anomalous", "anomalous", "normal", "normal"]
+
+
+def test_telemanom_ignores_errors_small_beside_the_signal():
+    # Values spread over 0..100: the 5–95 % range is about 90, so an error must beat 4.5.
+    thr, state = _warm_telemanom(min_value_ratio=0.05)
+    assert thr.step(state, 3.0, 50.0)[1].status == "normal"
+    assert thr.step(state, 6.0, 50.0)[1].status == "anomalous"
+    # min_error is an absolute floor in score units.
+    thr, state = _warm_telemanom(min_error=5.0)
+    assert thr.step(state, 3.0)[1].status == "normal"
+    assert thr.step(state, 6.0)[1].status == "anomalous"
+    # Without either, 3.0 is far above ε.
+    thr, state = _warm_telemanom()
+    assert thr.step(state, 3.0)[1].status == "anomalous"
+
+
+def test_telemanom_flags_an_error_that_falls_far_below_normal():
+    thr, state = _warm_telemanom()
+    # Flipped around the mean (≈ 1.05), an error of 0 is ≈ 2.1: far above ε_inv (< 1.5).
+    assert thr.step(state, 0.0)[1].status == "anomalous"
+    thr, state = _warm_telemanom(inverted=False)
+    assert thr.step(state, 0.0)[1].status == "normal"
+
+
+def test_telemanom_relearns_after_a_long_run_of_anomalies():
+    thr, state = _warm_telemanom(relearn_after=5)
+    window = list(state["buf"])
+    for i in range(8):
+        state, d = thr.step(state, 10.0)
+        assert d.status == "anomalous"
+        if i < 5:
+            assert state["buf"] == window, "protected while the run is short"
+    assert state["buf"][-2:] == [10.0, 10.0], "learned once the run outlasts relearn_after"
+
+
+def test_telemanom_starts_from_the_training_tail():
+    thr = build_threshold("telemanom", span=1, window=200, batch=20, warmup=0)
+    tail = tuple(1.0 + 0.01 * (i % 7) for i in range(300))
+    state = thr.initial_state(
+        ScorePrior(300, 1.03, 0.02, 0.0, 0.02, {"max": 1.06}, tail=tail)
+    )
+    assert len(state["buf"]) == 200 and state["eps"] is not None
+    assert state["normal_max"] == pytest.approx(1.06)
+    assert thr.step(state, 5.0, 0.0)[1].status == "anomalous"  # ready at once
+
+
 def test_recent_max_by_hand():
     """Threshold = (1 + margin) × the largest normal score of the last blocks × block_size."""
     thr = build_threshold("recent_max", margin=0.5, blocks=2, block_size=3, warmup=0)
