@@ -220,9 +220,7 @@ def test_telemanom_relearns_after_a_long_run_of_anomalies():
 def test_telemanom_starts_from_the_training_tail():
     thr = build_threshold("telemanom", span=1, window=200, batch=20, warmup=0)
     tail = tuple(1.0 + 0.01 * (i % 7) for i in range(300))
-    state = thr.initial_state(
-        ScorePrior(300, 1.03, 0.02, 0.0, 0.02, {"max": 1.06}, tail=tail)
-    )
+    state = thr.initial_state(ScorePrior(300, 1.03, 0.02, 0.0, 0.02, {"max": 1.06}, tail=tail))
     assert len(state["buf"]) == 200 and state["eps"] is not None
     assert state["normal_max"] == pytest.approx(1.06)
     assert thr.step(state, 5.0, 0.0)[1].status == "anomalous"  # ready at once
