@@ -15,6 +15,7 @@ cache is keyed by the recipe; a different recipe refuses a folder made by anothe
 from __future__ import annotations
 
 import json
+import math
 import time
 import zlib
 from collections.abc import Sequence
@@ -100,12 +101,21 @@ class _ReplayedScores:
 class VariantResult:
     counts: list[ChannelCounts] = field(default_factory=list)
     rows: list[LabelRow] = field(default_factory=list)
-    validation_episodes: int = 0
-    validation_steps: int = 0
     oracle: bool = False  # fitted on the test labels: an upper bound, not a result
     # Label-free: each channel's held-out train part with synthetic anomalies injected.
     injected: list[ChannelCounts] = field(default_factory=list)
     injected_rows: list[LabelRow] = field(default_factory=list)
+    # Per channel, in injected_rows order: the validation run's episodes and steps.
+    validation_by_channel: list[int] = field(default_factory=list)
+    validation_steps_by_channel: list[int] = field(default_factory=list)
+
+    @property
+    def validation_episodes(self) -> int:
+        return sum(self.validation_by_channel)
+
+    @property
+    def validation_steps(self) -> int:
+        return sum(self.validation_steps_by_channel)
 
 
 def run_engine(
@@ -264,8 +274,8 @@ def grid_channel(
             result.rows.append(row)
         if "validation" in series:
             val_eps = run_engine(settings, model, chan, validation, scores["validation"]).episodes()
-            result.validation_episodes += len(val_eps)
-            result.validation_steps += len(validation)
+            result.validation_by_channel.append(len(val_eps))
+            result.validation_steps_by_channel.append(len(validation))
             result.injected.append(
                 judge_injected(settings, model, chan, injected, scores[INJECTED_KEY])
             )
@@ -312,15 +322,17 @@ def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
     lines = [
         "| model | threshold | data | P | R | F1 | F0.5 | flagged | composite F1 | delay | "
         "false alerts / 1k normal steps | validation episodes / 1k steps | "
-        "injected: P | injected: R | injected: F1 |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "injected: P | injected: R | injected: F1 | injected: composite F1 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     crafts = sorted({r.spacecraft for res in results.values() for r in res.rows})
+    free = label_free_scores(results)
     for craft in crafts:
         for name, res in results.items():
             counts = [c for c, r in zip(res.counts, res.rows, strict=True) if r.spacecraft == craft]
             m: EventMetrics = summarise(counts)
-            val = 1000.0 * res.validation_episodes / max(res.validation_steps, 1)
+            score = free[name].get(craft)
+            val = score.validation_per_1k if score is not None else math.nan
             label = f"{name} (oracle: test labels)" if res.oracle else name
             inj = summarise(
                 [
@@ -334,7 +346,8 @@ def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
                 f"{m.f05:.3f} | {m.flagged_fraction:.1%} | **{m.composite_f1:.3f}** | "
                 f"{'' if m.mean_delay is None else f'{m.mean_delay:.0f}'} | "
                 f"{_alerts_per_1000_normal(counts):.2f} | {val:.2f} | "
-                f"{inj.precision:.3f} | {inj.recall:.3f} | {inj.f1:.3f} |"
+                f"{inj.precision:.3f} | {inj.recall:.3f} | {inj.f1:.3f} | "
+                f"{inj.composite_f1:.3f} |"
             )
         chans = {r.chan_id for res in results.values() for r in res.rows if r.spacecraft == craft}
         ref = [c for c in telemanom_reference(root, craft) if c.channel in chans]
@@ -343,9 +356,57 @@ def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
             f"| telemanom | published run | {craft} | {m.precision:.3f} | {m.recall:.3f} | "
             f"{m.f1:.3f} | {m.f05:.3f} | {m.flagged_fraction:.1%} | **{m.composite_f1:.3f}** | "
             f"{'' if m.mean_delay is None else f'{m.mean_delay:.0f}'} | "
-            f"{_alerts_per_1000_normal(ref):.2f} | | | | |"
+            f"{_alerts_per_1000_normal(ref):.2f} | | | | | |"
         )
     return "\n".join(lines)
+
+
+# The label-free rule of the threshold race (docs/results.md): at most this many episodes
+# per 1,000 steps of clean held-out train data, on every data set.
+MAX_VALIDATION_EPISODES_PER_1K = 0.05
+
+
+@dataclass(frozen=True)
+class LabelFreeScore:
+    """What the rule sees of one variant on one data set: no test label enters it."""
+
+    validation_per_1k: float
+    injected_composite_f1: float
+
+
+def label_free_scores(results: dict[str, VariantResult]) -> dict[str, dict[str, LabelFreeScore]]:
+    """variant → spacecraft → its validation alarm rate and injected-anomaly composite F1."""
+    out: dict[str, dict[str, LabelFreeScore]] = {}
+    for name, res in results.items():
+        by_craft: dict[str, LabelFreeScore] = {}
+        for craft in sorted({r.spacecraft for r in res.injected_rows}):
+            rows = [i for i, r in enumerate(res.injected_rows) if r.spacecraft == craft]
+            # Validation counts are per channel in injected_rows order (one per channel).
+            episodes = sum(res.validation_by_channel[i] for i in rows)
+            steps = sum(res.validation_steps_by_channel[i] for i in rows)
+            injected = summarise([res.injected[i] for i in rows])
+            by_craft[craft] = LabelFreeScore(
+                1000.0 * episodes / max(steps, 1), injected.composite_f1
+            )
+        out[name] = by_craft
+    return out
+
+
+def label_free_choice(results: dict[str, VariantResult]) -> str | None:
+    """The threshold race's rule, which reads no test label: among non-oracle variants that
+    raise at most `MAX_VALIDATION_EPISODES_PER_1K` episodes per 1,000 clean held-out steps on
+    every data set, the highest composite F1 on the injected anomalies, averaged over the
+    data sets (ties: the first in grid order). None if no variant qualifies."""
+    best: tuple[float, str] | None = None
+    for name, by_craft in label_free_scores(results).items():
+        if results[name].oracle or not by_craft:
+            continue
+        if any(s.validation_per_1k > MAX_VALIDATION_EPISODES_PER_1K for s in by_craft.values()):
+            continue
+        mean = float(np.mean([s.injected_composite_f1 for s in by_craft.values()]))
+        if best is None or mean > best[0]:
+            best = (mean, name)
+    return None if best is None else best[1]
 
 
 def write_grid(
@@ -357,9 +418,13 @@ def write_grid(
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     table = grid_table(results, root, kind)
+    choice = label_free_choice(results)
     doc = out_dir / "thresholds.md"
     doc.write_text(
-        f"# Thresholds × {kind}\n\n{table}\n\nVariants:\n\n"
+        f"# Thresholds × {kind}\n\n{table}\n\n"
+        f"Label-free choice (at most {MAX_VALIDATION_EPISODES_PER_1K} validation episodes per "
+        f"1k steps on every data set, then the best mean injected composite F1): "
+        f"`{choice}`\n\nVariants:\n\n"
         + "\n".join(
             f"- `{v.name}`: threshold `{json.dumps(v.threshold)}`, alerts `{json.dumps(v.alerts)}`"
             for v in variants

@@ -109,6 +109,8 @@ class TelemanomThreshold(ThresholdStrategy):
         min_value_ratio: float = 0.05,
         relearn_after: int = 0,
         protect: bool = True,
+        prior_tail: int = 2100,
+        spike_margin: float = 0.0,
     ) -> None:
         if span < 1 or batch < 1 or window < 2 * batch:
             raise ValueError("need span >= 1, batch >= 1 and window >= 2·batch")
@@ -129,6 +131,12 @@ class TelemanomThreshold(ThresholdStrategy):
         self.min_value_ratio = min_value_ratio
         self.relearn_after = relearn_after
         self.protect = protect
+        if prior_tail < 0:
+            raise ValueError("need prior_tail >= 0")
+        self.prior_tail = prior_tail
+        if spike_margin < 0:
+            raise ValueError("need spike_margin >= 0 (0: off)")
+        self.spike_margin = spike_margin
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -144,6 +152,8 @@ class TelemanomThreshold(ThresholdStrategy):
             "min_value_ratio": self.min_value_ratio,
             "relearn_after": self.relearn_after,
             "protect": self.protect,
+            "prior_tail": self.prior_tail,
+            "spike_margin": self.spike_margin,
         }
 
     @property
@@ -166,8 +176,12 @@ class TelemanomThreshold(ThresholdStrategy):
             "run_inv": 0.0,
             "buffer_left": 0,
             "streak": 0,
+            "raw_maxima": [],
+            "raw_block": None,
+            "raw_fill": 0,
         }
         tail = [] if prior is None else [x for x in prior.tail if math.isfinite(x)]
+        tail = tail[len(tail) - self.prior_tail :] if self.prior_tail else []
         if tail:
             es, smoothed = tail[0], []
             for x in tail:
@@ -175,6 +189,8 @@ class TelemanomThreshold(ThresholdStrategy):
                 smoothed.append(es)
             state["es"] = es
             state["buf"] = smoothed[-self.window :]
+            for x in tail[-self.window :]:
+                self._learn_raw(state, x)
             if len(state["buf"]) >= 2 * self.batch:
                 self._refresh(state)
         return state
@@ -194,6 +210,22 @@ class TelemanomThreshold(ThresholdStrategy):
             state["eps_inv"] = eps_inv
             state["normal_max_inv"] = float(below_inv.max()) if len(below_inv) else eps_inv
         state["since"] = 0
+
+    def _learn_raw(self, state: ThresholdState, score: float) -> None:
+        """Block maxima (``batch`` scores each) of the raw scores of the window."""
+        block = score if state["raw_block"] is None else max(state["raw_block"], score)
+        state["raw_fill"] += 1
+        if state["raw_fill"] >= self.batch:
+            state["raw_maxima"] = [*state["raw_maxima"], block][-(self.window // self.batch) :]
+            block, state["raw_fill"] = None, 0
+        state["raw_block"] = block
+
+    def _spike(self, state: ThresholdState, score: float, floor: float) -> bool:
+        """A raw score well above every raw score of the window: one step the EWMA hides."""
+        seen = state["raw_maxima"] + ([] if state["raw_block"] is None else [state["raw_block"]])
+        if self.spike_margin == 0 or not seen:
+            return False
+        return score > max((1 + self.spike_margin) * max(seen), floor)
 
     def _floor(self, values: list[float]) -> float:
         """The error a point must beat however ε falls: scale checks against the signal."""
@@ -224,6 +256,7 @@ class TelemanomThreshold(ThresholdStrategy):
                 low = flipped > max(state["eps_inv"], floor)
                 state["run_inv"] = max(state["run_inv"], flipped) if low else 0.0
                 hit = hit or (low and state["run_inv"] * (1 - self.p) >= state["normal_max_inv"])
+            hit = hit or self._spike(state, score, floor)
         if hit:
             state["buffer_left"] = self.error_buffer - 1
         elif state["buffer_left"] > 0:
@@ -237,6 +270,7 @@ class TelemanomThreshold(ThresholdStrategy):
             or (self.relearn_after > 0 and state["streak"] > self.relearn_after)
         )
         if learn and math.isfinite(es):
+            self._learn_raw(state, score)
             state["buf"] = [*state["buf"], es][-self.window :]
             state["since"] += 1
             if len(state["buf"]) >= 2 * self.batch and (

@@ -94,3 +94,39 @@ def test_oracle_variants_are_marked_and_a_zero_fpr_target_raises_no_false_alarm(
     assert results["fpr 0"].counts == results["fpr 0, z"].counts
     table = threshold_grid.grid_table(results, DATA, "dense_ae")
     assert "f1 oracle (oracle: test labels)" in table
+
+
+def _result(craft_rates, injected_found, oracle=False):
+    """A VariantResult by hand: per channel (spacecraft, validation episodes, found?)."""
+    from stream_detector.data.smap_msl import LabelRow
+    from stream_detector.evaluation.metrics import count_channel
+
+    res = threshold_grid.VariantResult(oracle=oracle)
+    for i, ((craft, episodes), found) in enumerate(zip(craft_rates, injected_found, strict=True)):
+        res.injected_rows.append(LabelRow(f"C-{i}", craft, [(10, 19)], ["point"], 100))
+        res.validation_by_channel.append(episodes)
+        res.validation_steps_by_channel.append(10_000)
+        res.injected.append(count_channel(f"C-{i}", [(10, 19)], [found] if found else [], 100))
+    return res
+
+
+def test_the_label_free_rule_reads_validation_alarms_and_injected_composite_f1_only():
+    both = [("SMAP", 0), ("MSL", 0)]
+    results = {
+        # Finds both injected anomalies but flags 10× their length: point precision 0.1.
+        "wide": _result(both, [(0, 99), (0, 99)]),
+        # Finds both, exactly: composite F1 1.
+        "tight": _result(both, [(10, 19), (10, 19)]),
+        # Better still on injected data, but one false episode per 10k clean steps on MSL
+        # (0.1 per 1k) is above the bar.
+        "noisy": _result([("SMAP", 0), ("MSL", 1)], [(10, 19), (10, 19)]),
+        # An oracle never wins, whatever its numbers.
+        "oracle": _result(both, [(10, 19), (10, 19)], oracle=True),
+    }
+    scores = threshold_grid.label_free_scores(results)
+    assert scores["wide"]["SMAP"].injected_composite_f1 == pytest.approx(2 * 0.1 / 1.1)
+    assert scores["noisy"]["MSL"].validation_per_1k == pytest.approx(0.1)
+    assert threshold_grid.label_free_choice(results) == "tight"
+    del results["tight"]
+    assert threshold_grid.label_free_choice(results) == "wide"
+    assert threshold_grid.label_free_choice({"noisy": results["noisy"]}) is None
