@@ -55,7 +55,7 @@ bench: services-up ## throughput and latency of the daemon against a bare consum
 	$(BIN)/python -m stream_detector.bench
 
 EVAL_MODELS ?= lstm_ae lstm_ae_small dense_ae vae lstm_ae_chapter lstm_dt beatgan tadgan anogan madgan reggan latent_search_gan
-EVAL_FLAGS ?= --window 50 --epochs 10 --patience 3 --train-stride 2 --no-plots
+EVAL_FLAGS ?= --window 50 --epochs 10 --patience 3 --batch-size 32 --train-stride 2 --scaling standard --no-plots
 evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels → docs/results.md (hours on a CPU)
 	for m in $(EVAL_MODELS); do \
 	  case $$m in \

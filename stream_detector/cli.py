@@ -7,8 +7,9 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
@@ -18,12 +19,29 @@ from stream_detector.errors import ConfigError, StreamDetectorError
 from stream_detector.logging import configure_logging
 from stream_detector.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from stream_detector.models.base import RecipeDefaults
+
 
 def _limit_torch_threads(settings: Settings) -> None:
     if settings.model.torch_threads is not None:
         import torch
 
         torch.set_num_threads(settings.model.torch_threads)
+
+
+_MODEL_DEFAULT = "[default: the model's own; `stream-detector models` lists them]"
+
+
+def _recipe(kind: str, **given: Any) -> RecipeDefaults:
+    """The model's recipe defaults, with what the command line set on top."""
+    from stream_detector.models import get_detector_class
+
+    try:
+        defaults = get_detector_class(kind).recipe_defaults
+    except KeyError as exc:
+        raise click.ClickException(str(exc).strip("'\"")) from None
+    return replace(defaults, **{k: v for k, v in given.items() if v is not None})
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -98,34 +116,31 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
 @click.option(
     "--model", "kind", default="vae", show_default=True, help="Detector kind (any registered)."
 )
-@click.option("--window", type=int, default=100, show_default=True, help="Window length W.")
+@click.option("--window", type=int, default=None, help=f"Window length W. {_MODEL_DEFAULT}")
 @click.option(
     "--stride", type=int, default=1, show_default=True, help="Serve a window every S steps."
 )
 @click.option(
     "--train-stride",
     type=int,
-    default=1,
-    show_default=True,
-    help="Stride between training windows (raise it to train faster).",
+    default=None,
+    help=f"Stride between training windows (raise it to train faster). {_MODEL_DEFAULT}",
 )
 @click.option(
     "--scaling",
     type=click.Choice(["standard", "none"]),
-    default="standard",
-    show_default=True,
+    default=None,
     help="Standardise every column on the train split, or keep raw values (telemanom's "
-    "setup: SMAP/MSL values are already in (-1, 1), command flags 0/1).",
+    f"setup: SMAP/MSL values are already in (-1, 1), command flags 0/1). {_MODEL_DEFAULT}",
 )
-@click.option("--epochs", type=int, default=100, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--epochs", type=int, default=None, help=_MODEL_DEFAULT)
+@click.option("--batch-size", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option(
     "--patience",
     type=int,
-    default=10,
-    show_default=True,
-    help="Early stopping patience (epochs without a better validation loss).",
+    default=None,
+    help=f"Early stopping patience (epochs without a better validation loss). {_MODEL_DEFAULT}",
 )
 @click.option(
     "--score-features",
@@ -160,14 +175,14 @@ def train(
     ctx: click.Context,
     channels: tuple[str, ...],
     kind: str,
-    window: int,
+    window: int | None,
     stride: int,
-    train_stride: int,
-    scaling: str,
-    epochs: int,
-    batch_size: int,
+    train_stride: int | None,
+    scaling: str | None,
+    epochs: int | None,
+    batch_size: int | None,
     lr: float,
-    patience: int,
+    patience: int | None,
     score_features: str,
     hyper: tuple[str, ...],
     seed: int,
@@ -185,17 +200,32 @@ def train(
     root = data_root or settings.data.root
     target = out or settings.model.checkpoint
     hyperparameters = _hyperparameters(score_features, hyper)
-    fit = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed)
+    recipe = _recipe(
+        kind,
+        window=window,
+        scaling=scaling,
+        epochs=epochs,
+        patience=patience,
+        batch_size=batch_size,
+        train_stride=train_stride,
+    )
+    fit = FitConfig(
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        lr=lr,
+        patience=recipe.patience,
+        seed=seed,
+    )
     started = time.perf_counter()
     try:
         ckpt = train_on_dataset(
             root,
             list(channels),
             kind,
-            window=window,
+            window=recipe.window,
             stride=stride,
-            train_stride=train_stride,
-            scaling=scaling,  # type: ignore[arg-type]
+            train_stride=recipe.train_stride,
+            scaling=recipe.scaling,  # type: ignore[arg-type]
             hyperparameters=hyperparameters,
             fit_config=fit,
             progress=not no_progress,
@@ -207,10 +237,27 @@ def train(
     cal = ckpt.calibration
     click.echo(
         f"saved {target}  model={kind} version={ckpt.model_version} channels={','.join(channels)} "
-        f"window={window} train-score p50={cal.quantiles.get('p50', float('nan')):.4g} "
+        f"window={recipe.window} train-score p50={cal.quantiles.get('p50', float('nan')):.4g} "
         f"p99={cal.quantiles.get('p99', float('nan')):.4g}  "
         f"({time.perf_counter() - started:.1f}s)"
     )
+
+
+@main.command()
+def models() -> None:
+    """List the registered detector kinds and how `train` and `evaluate` train each by default."""
+    from stream_detector.models import available_detectors, get_detector_class
+
+    click.echo(
+        f"{'kind':<20} {'window':>6} {'scaling':>8} {'epochs':>6} {'patience':>8} "
+        f"{'batch':>5} {'train stride':>12}"
+    )
+    for kind in available_detectors():
+        d = get_detector_class(kind).recipe_defaults
+        click.echo(
+            f"{kind:<20} {d.window:>6} {d.scaling:>8} {d.epochs:>6} {d.patience:>8} "
+            f"{d.batch_size:>5} {d.train_stride:>12}"
+        )
 
 
 def _hyperparameters(score_features: str, hyper: tuple[str, ...]) -> dict[str, Any]:
@@ -250,18 +297,17 @@ def _parse_hp(item: str) -> tuple[str, Any]:
     multiple=True,
     help="Only these channels (repeatable); default: every labelled channel.",
 )
-@click.option("--window", type=int, default=100, show_default=True)
-@click.option("--epochs", type=int, default=100, show_default=True)
-@click.option("--patience", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--train-stride", type=int, default=1, show_default=True)
+@click.option("--window", type=int, default=None, help=_MODEL_DEFAULT)
+@click.option("--epochs", type=int, default=None, help=_MODEL_DEFAULT)
+@click.option("--patience", type=int, default=None, help=_MODEL_DEFAULT)
+@click.option("--batch-size", type=int, default=None, help=_MODEL_DEFAULT)
+@click.option("--train-stride", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option(
     "--scaling",
     type=click.Choice(["standard", "none"]),
-    default="standard",
-    show_default=True,
+    default=None,
     help="Standardise every column on the train split, or keep raw values (telemanom's "
-    "setup: SMAP/MSL values are already in (-1, 1), command flags 0/1).",
+    f"setup: SMAP/MSL values are already in (-1, 1), command flags 0/1). {_MODEL_DEFAULT}",
 )
 @click.option(
     "--score-features",
@@ -307,12 +353,12 @@ def evaluate(
     kind: str,
     dataset: str,
     channels: tuple[str, ...],
-    window: int,
-    epochs: int,
-    patience: int,
-    batch_size: int,
-    train_stride: int,
-    scaling: str,
+    window: int | None,
+    epochs: int | None,
+    patience: int | None,
+    batch_size: int | None,
+    train_stride: int | None,
+    scaling: str | None,
     score_features: str,
     hyper: tuple[str, ...],
     seed: int,
@@ -335,13 +381,27 @@ def evaluate(
     settings = _settings(ctx)
     _limit_torch_threads(settings)
     root = data_root or settings.data.root
+    defaults = _recipe(
+        kind,
+        window=window,
+        scaling=scaling,
+        epochs=epochs,
+        patience=patience,
+        batch_size=batch_size,
+        train_stride=train_stride,
+    )
     recipe = ModelRecipe(
         kind=kind,
-        window=window,
+        window=defaults.window,
         hyperparameters=_hyperparameters(score_features, hyper),
-        fit=FitConfig(epochs=epochs, patience=patience, batch_size=batch_size, seed=seed),
-        train_stride=train_stride,
-        scaling=scaling,  # type: ignore[arg-type]
+        fit=FitConfig(
+            epochs=defaults.epochs,
+            patience=defaults.patience,
+            batch_size=defaults.batch_size,
+            seed=seed,
+        ),
+        train_stride=defaults.train_stride,
+        scaling=defaults.scaling,  # type: ignore[arg-type]
     )
     target = out or Path("artifacts/eval") / f"{kind}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if score_cache is not None and grid is None:

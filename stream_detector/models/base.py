@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "Detector",
+    "RecipeDefaults",
     "FitConfig",
     "FitHistory",
     "available_detectors",
@@ -99,6 +100,18 @@ def checked_score_features(columns: list[int], n_features: int) -> list[int]:
     return checked
 
 
+@dataclass(frozen=True)
+class RecipeDefaults:
+    """How `train` and `evaluate` train a kind when the command line does not say."""
+
+    window: int = 100
+    scaling: str = "standard"  # "standard" or "none" (see training.trainer)
+    epochs: int = 100
+    patience: int = 10
+    batch_size: int = 32
+    train_stride: int = 1
+
+
 class Detector(abc.ABC):
     """A model that turns windows of shape (window, n_features) into anomaly scores.
 
@@ -110,6 +123,7 @@ class Detector(abc.ABC):
     """
 
     kind: ClassVar[str]
+    recipe_defaults: ClassVar[RecipeDefaults] = RecipeDefaults()
 
     def __init__(self, window: int, n_features: int, **hyperparameters: Any) -> None:
         if window < 1 or n_features < 1:

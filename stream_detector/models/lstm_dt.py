@@ -32,6 +32,7 @@ from stream_detector.models.base import (
     Detector,
     FitConfig,
     FitHistory,
+    RecipeDefaults,
     checked_score_features,
     register,
     resolve_device,
@@ -80,6 +81,12 @@ class LSTMNextValuePredictor(Detector):
     """Predicts the window's last ``n_predictions`` target values from the steps before them."""
 
     kind = "lstm_dt"
+    # telemanom's setup: 250 steps of history before the predicted value, raw (-1, 1)
+    # values and 0/1 command flags, batch 64. Fewer epochs (20, patience 5) and every
+    # second training window: what a 2-core CPU trains in about a minute a channel.
+    recipe_defaults = RecipeDefaults(
+        window=251, scaling="none", epochs=20, patience=5, batch_size=64, train_stride=2
+    )
 
     def __init__(
         self,
