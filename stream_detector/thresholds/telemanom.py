@@ -27,8 +27,14 @@ What telemanom does with a predictor's errors, and how each step is carried over
 
 Streaming form, and what differs: the decision about a score is made when it arrives,
 against the ε of the last full batch (telemanom decides a batch of 70 at a time, with the
-batch inside its own window); the window starts from the model's last training scores
-(``ScorePrior.tail``) instead of from the first 2,100 test errors judged in hindsight.
+batch inside its own window). The window fills from the stream itself, alarms waiting for
+``warmup`` scores, instead of judging the first 2,100 errors in hindsight; with
+``prior_tail`` > 0 it starts from that many of the model's last training scores
+(``ScorePrior.tail``) instead — mostly in-sample errors, smaller than a test stream's, so
+on SMAP/MSL that start raised more false alarms (docs/results.md).
+A single-step spike is flattened by the smoothing below any floor, so with
+``spike_margin`` > 0 a raw score above (1 + ``spike_margin``) × every raw score of the
+window (kept as block maxima) is a hit as well.
 **Protected update:** scores flagged anomalous are not learned, so an incident cannot
 raise its own threshold (telemanom's window takes every error) — except after
 ``relearn_after`` anomalous scores in a row (0: never), so that a lasting change of the
@@ -109,7 +115,7 @@ class TelemanomThreshold(ThresholdStrategy):
         min_value_ratio: float = 0.05,
         relearn_after: int = 0,
         protect: bool = True,
-        prior_tail: int = 2100,
+        prior_tail: int = 0,
         spike_margin: float = 0.0,
     ) -> None:
         if span < 1 or batch < 1 or window < 2 * batch:

@@ -218,7 +218,7 @@ def test_telemanom_relearns_after_a_long_run_of_anomalies():
 
 
 def test_telemanom_starts_from_the_training_tail():
-    thr = build_threshold("telemanom", span=1, window=200, batch=20, warmup=0)
+    thr = build_threshold("telemanom", span=1, window=200, batch=20, warmup=0, prior_tail=200)
     tail = tuple(1.0 + 0.01 * (i % 7) for i in range(300))
     state = thr.initial_state(ScorePrior(300, 1.03, 0.02, 0.0, 0.02, {"max": 1.06}, tail=tail))
     assert len(state["buf"]) == 200 and state["eps"] is not None
@@ -274,3 +274,15 @@ def test_recent_max_smooths_spiky_scores():
     assert b["current"] == pytest.approx(1.4)  # learned: the limit is now 2.1
     b, d = smooth.step(b, 4.0)  # (1.4 + 4) / 2 = 2.7 > 2.1
     assert d.status == "anomalous" and d.threshold == pytest.approx(2.1)
+
+
+def test_telemanom_flags_a_one_step_spike_the_smoothing_hides():
+    # span 105: a single error of 3 moves the EWMA by ~0.06, nowhere near ε...
+    thr, state = _warm_telemanom(span=105, spike_margin=1.0, min_error=0.1)
+    assert thr.step(state, 3.0)[1].status == "anomalous"
+    # ...which is all the smoothed path sees without the spike rule.
+    thr, state = _warm_telemanom(span=105, min_error=0.1)
+    assert thr.step(state, 3.0)[1].status == "normal"
+    # Twice the window's largest raw score is needed: 2.1 is not.
+    thr, state = _warm_telemanom(span=105, spike_margin=1.0, min_error=0.1)
+    assert thr.step(state, 2.1)[1].status == "normal"
