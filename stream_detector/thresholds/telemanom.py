@@ -178,6 +178,7 @@ class TelemanomThreshold(ThresholdStrategy):
             "mean": None,
             "normal_max": None,
             "normal_max_inv": None,
+            "floor": self.min_error,
             "run": 0.0,
             "run_inv": 0.0,
             "buffer_left": 0,
@@ -215,6 +216,8 @@ class TelemanomThreshold(ThresholdStrategy):
             below_inv = flipped[flipped <= eps_inv]
             state["eps_inv"] = eps_inv
             state["normal_max_inv"] = float(below_inv.max()) if len(below_inv) else eps_inv
+        # telemanom measures the signal's spread once per window, as it does ε.
+        state["floor"] = self._floor(state["values"])
         state["since"] = 0
 
     def _learn_raw(self, state: ThresholdState, score: float) -> None:
@@ -253,7 +256,7 @@ class TelemanomThreshold(ThresholdStrategy):
         ready = state["n"] > self.warmup and state["eps"] is not None
         hit = False
         if ready:
-            floor = self._floor(state["values"])
+            floor = float(state["floor"])
             high = es > max(state["eps"], floor)
             state["run"] = max(state["run"], es) if high else 0.0
             hit = high and state["run"] * (1 - self.p) >= state["normal_max"]
