@@ -77,13 +77,14 @@ class BatchingSettings(BaseModel):
 
 
 class ThresholdSettings(BaseModel):
-    # recent_max with its defaults and 3-of-5 episode opening: the configuration chosen
-    # without test labels in docs/results.md ("The threshold race").
-    kind: str = "recent_max"
+    # telemanom's threshold streamed, with its defaults (error buffer 100, re-learning after
+    # 100, spikes ×2) and one hit opening an episode: the configuration chosen without test
+    # labels in docs/results.md ("The threshold race", second round), for lstm_dt.
+    kind: str = "telemanom"
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="parameters of the chosen strategy, as JSON, e.g. "
-        "SD_THRESHOLD__PARAMS='{\"margin\": 0.05}' for recent_max; for ewma_sigma the "
+        "SD_THRESHOLD__PARAMS='{\"error_buffer\": 25}' for telemanom; for ewma_sigma the "
         "fields below are its parameters (params override them)",
     )
     k: float = Field(
@@ -119,10 +120,10 @@ class ThresholdSettings(BaseModel):
 
 class AlertSettings(BaseModel):
     min_hits: int = Field(
-        default=3, ge=1, description="anomalous windows within `hit_window` that open an episode"
+        default=1, ge=1, description="anomalous windows within `hit_window` that open an episode"
     )
-    hit_window: int = Field(default=5, ge=1)
-    hold_down: int = Field(default=50, ge=1, description="normal windows in a row before resolve")
+    hit_window: int = Field(default=1, ge=1)
+    hold_down: int = Field(default=100, ge=1, description="normal windows in a row before resolve")
     update_ratio: float = Field(
         default=1.5, gt=1.0, description="send an update when the peak score grows by this factor"
     )
@@ -130,7 +131,7 @@ class AlertSettings(BaseModel):
         default=0, ge=0, description="windows after a resolve during which no episode opens"
     )
     lead: int = Field(
-        default=0,
+        default=99,
         ge=0,
         description="steps an episode's start is back-dated before its first hit "
         "(telemanom's error buffer, backwards)",

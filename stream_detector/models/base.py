@@ -17,9 +17,9 @@ import torch
 
 __all__ = [
     "Detector",
-    "RecipeDefaults",
     "FitConfig",
     "FitHistory",
+    "RecipeDefaults",
     "available_detectors",
     "build_detector",
     "get_detector_class",

@@ -39,6 +39,12 @@ window (kept as block maxima) is a hit as well.
 raise its own threshold (telemanom's window takes every error) — except after
 ``relearn_after`` anomalous scores in a row (0: never), so that a lasting change of the
 error level becomes the new normal instead of keeping an episode open forever.
+
+Defaults: telemanom's published parameters (span 105, window 2,100, batch 70, error buffer
+100, p 0.13, error floor 0.05), plus the two additions of this form — re-learning after 100
+anomalous scores and spikes above twice the window's raw maximum — as chosen without test
+labels in the threshold race (docs/results.md). ``min_error`` 0.05 assumes errors in the
+raw units of SMAP/MSL (a checkpoint trained with ``--scaling none``, as `lstm_dt` is).
 """
 
 from __future__ import annotations
@@ -111,12 +117,12 @@ class TelemanomThreshold(ThresholdStrategy):
         p: float = 0.13,
         warmup: int = 140,
         inverted: bool = True,
-        min_error: float = 0.0,
+        min_error: float = 0.05,
         min_value_ratio: float = 0.05,
-        relearn_after: int = 0,
+        relearn_after: int = 100,
         protect: bool = True,
         prior_tail: int = 0,
-        spike_margin: float = 0.0,
+        spike_margin: float = 1.0,
     ) -> None:
         if span < 1 or batch < 1 or window < 2 * batch:
             raise ValueError("need span >= 1, batch >= 1 and window >= 2·batch")

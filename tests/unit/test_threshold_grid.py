@@ -110,23 +110,24 @@ def _result(craft_rates, injected_found, oracle=False):
     return res
 
 
-def test_the_label_free_rule_reads_validation_alarms_and_injected_composite_f1_only():
+def test_the_label_free_rule_reads_validation_alarms_and_injected_f1_only():
     both = [("SMAP", 0), ("MSL", 0)]
     results = {
-        # Finds both injected anomalies but flags 10× their length: point precision 0.1.
+        # Finds the SMAP anomaly, misses the MSL one: mean event F1 0.5.
+        "half": _result(both, [(10, 19), None]),
+        # Finds both, flagging 10× their length: event F1 1, composite F1 0.18.
         "wide": _result(both, [(0, 99), (0, 99)]),
-        # Finds both, exactly: composite F1 1.
-        "tight": _result(both, [(10, 19), (10, 19)]),
-        # Better still on injected data, but one false episode per 10k clean steps on MSL
-        # (0.1 per 1k) is above the bar.
+        # Finds both exactly, but one false episode per 10k clean steps on MSL (0.1 per 1k)
+        # is above the bar.
         "noisy": _result([("SMAP", 0), ("MSL", 1)], [(10, 19), (10, 19)]),
         # An oracle never wins, whatever its numbers.
         "oracle": _result(both, [(10, 19), (10, 19)], oracle=True),
     }
     scores = threshold_grid.label_free_scores(results)
+    assert scores["wide"]["SMAP"].injected_f1 == pytest.approx(1.0)
     assert scores["wide"]["SMAP"].injected_composite_f1 == pytest.approx(2 * 0.1 / 1.1)
     assert scores["noisy"]["MSL"].validation_per_1k == pytest.approx(0.1)
-    assert threshold_grid.label_free_choice(results) == "tight"
-    del results["tight"]
     assert threshold_grid.label_free_choice(results) == "wide"
+    del results["wide"]
+    assert threshold_grid.label_free_choice(results) == "half"
     assert threshold_grid.label_free_choice({"noisy": results["noisy"]}) is None

@@ -148,7 +148,9 @@ def test_telemanom_epsilon_on_a_series_with_a_known_answer():
 
 
 def test_telemanom_flags_a_burst_and_prunes_a_bump_close_to_normal():
-    thr = build_threshold("telemanom", span=3, window=300, batch=30, error_buffer=2, warmup=100)
+    thr = build_threshold(
+        "telemanom", span=3, window=300, batch=30, error_buffer=2, warmup=100, spike_margin=0
+    )
     state = thr.initial_state(None)
     rng = np.random.default_rng(6)
     for x in 1.0 + 0.05 * rng.standard_normal(400):
@@ -162,9 +164,11 @@ def test_telemanom_flags_a_burst_and_prunes_a_bump_close_to_normal():
 
 
 def _warm_telemanom(**params):
-    """span 1 (no smoothing) and no scale check unless asked: ε is easy to reason about."""
+    """span 1 (no smoothing), no scale check, spike rule or re-learning unless asked: ε is
+    easy to reason about."""
     defaults = {"span": 1, "window": 200, "batch": 20, "error_buffer": 3, "warmup": 0}
-    thr = build_threshold("telemanom", **{**defaults, "min_value_ratio": 0.0, **params})
+    off = {"min_value_ratio": 0.0, "min_error": 0.0, "spike_margin": 0.0, "relearn_after": 0}
+    thr = build_threshold("telemanom", **{**defaults, **off, **params})
     state = thr.initial_state(None)
     rng = np.random.default_rng(3)
     for x in 1.0 + 0.1 * rng.uniform(size=200):  # errors in [1.0, 1.1): σ ≈ 0.029
