@@ -78,7 +78,7 @@ class QuantileModel(MeanAbsModel):
 def _settings(calibration: str) -> Settings:
     return Settings(
         threshold={"kind": "train_sigma", "params": {"k": 3}, "calibration": calibration},
-        alerts={"hold_down": 5},
+        alerts={"hold_down": 5, "lead": 0},
     )
 
 

@@ -25,6 +25,12 @@ from stream_detector.tuning import (
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "datasets" / "smap_msl"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"SMAP/MSL data not found at {DATA}")
+# The studies below search recent_max's margin: the first race's configuration, whatever
+# the daemon's default is today.
+RECENT_MAX = Settings(
+    threshold={"kind": "recent_max"},
+    alerts={"min_hits": 3, "hit_window": 5, "hold_down": 50, "lead": 0},
+)
 
 
 def write(tmp_path: Path, text: str, name: str = "study.toml") -> Path:
@@ -194,15 +200,15 @@ def test_a_labelled_study_searches_the_threshold(tmp_path: Path, one_thread) -> 
             "search": {"threshold": {"params.margin": {"choices": [0.02, 0.5]}}},
         }
     )
-    result = run_study(config, Settings(), tmp_path / "out", progress=False)
+    result = run_study(config, RECENT_MAX, tmp_path / "out", progress=False)
     from stream_detector.evaluation.metrics import summarise
     from stream_detector.evaluation.runner import ModelRecipe, evaluate
     from stream_detector.models.base import FitConfig
 
     best = result.best_config
-    settings = Settings().model_copy(
+    settings = RECENT_MAX.model_copy(
         update={
-            "threshold": Settings().threshold.model_copy(
+            "threshold": RECENT_MAX.threshold.model_copy(
                 update={"params": best["threshold"]["params"]}
             )
         }
@@ -253,15 +259,15 @@ def test_a_label_free_study_searches_the_threshold_on_injected_anomalies(
             "search": {"threshold": {"params.margin": {"choices": [0.02, 5.0]}}},
         }
     )
-    result = run_study(config, Settings(), tmp_path / "out", progress=False)
+    result = run_study(config, RECENT_MAX, tmp_path / "out", progress=False)
     best = result.best_config
     recipe = ModelRecipe(
         "dense_ae", 30, best["recipe"]["hyperparameters"], FitConfig(**best["recipe"]["fit"]), 4
     )
     checkpoint = train_channel(DATA, "A-1", recipe)
-    settings = Settings().model_copy(
+    settings = RECENT_MAX.model_copy(
         update={
-            "threshold": Settings().threshold.model_copy(
+            "threshold": RECENT_MAX.threshold.model_copy(
                 update={"params": best["threshold"]["params"]}
             )
         }
