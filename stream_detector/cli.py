@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,15 +33,17 @@ def _limit_torch_threads(settings: Settings) -> None:
 _MODEL_DEFAULT = "[default: the model's own; `stream-detector models` lists them]"
 
 
-def _recipe(kind: str, **given: Any) -> RecipeDefaults:
-    """The model's recipe defaults, with what the command line set on top."""
+def _recipe(kind: str, given: dict[str, Any]) -> RecipeDefaults:
+    """The model's recipe defaults, with the command-line options of the same names that
+    were set (``ctx.params``) on top."""
     from stream_detector.models import get_detector_class
 
     try:
         defaults = get_detector_class(kind).recipe_defaults
     except KeyError as exc:
         raise click.ClickException(str(exc).strip("'\"")) from None
-    return replace(defaults, **{k: v for k, v in given.items() if v is not None})
+    names = {f.name for f in fields(defaults)}
+    return replace(defaults, **{k: v for k, v in given.items() if k in names and v is not None})
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -200,15 +202,7 @@ def train(
     root = data_root or settings.data.root
     target = out or settings.model.checkpoint
     hyperparameters = _hyperparameters(score_features, hyper)
-    recipe = _recipe(
-        kind,
-        window=window,
-        scaling=scaling,
-        epochs=epochs,
-        patience=patience,
-        batch_size=batch_size,
-        train_stride=train_stride,
-    )
+    recipe = _recipe(kind, ctx.params)
     fit = FitConfig(
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
@@ -381,15 +375,7 @@ def evaluate(
     settings = _settings(ctx)
     _limit_torch_threads(settings)
     root = data_root or settings.data.root
-    defaults = _recipe(
-        kind,
-        window=window,
-        scaling=scaling,
-        epochs=epochs,
-        patience=patience,
-        batch_size=batch_size,
-        train_stride=train_stride,
-    )
+    defaults = _recipe(kind, ctx.params)
     recipe = ModelRecipe(
         kind=kind,
         window=defaults.window,
