@@ -33,6 +33,15 @@ def _limit_torch_threads(settings: Settings) -> None:
 _MODEL_DEFAULT = "[default: the model's own; `stream-detector models` lists them]"
 
 
+_scaling_option = click.option(
+    "--scaling",
+    type=click.Choice(["standard", "none"]),
+    default=None,
+    help="Standardise every column on the train split, or keep raw values (telemanom's "
+    f"setup: SMAP/MSL values are already in (-1, 1), command flags 0/1). {_MODEL_DEFAULT}",
+)
+
+
 def _recipe(kind: str, given: dict[str, Any]) -> RecipeDefaults:
     """The model's recipe defaults, with the command-line options of the same names that
     were set (``ctx.params``) on top."""
@@ -128,13 +137,7 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     default=None,
     help=f"Stride between training windows (raise it to train faster). {_MODEL_DEFAULT}",
 )
-@click.option(
-    "--scaling",
-    type=click.Choice(["standard", "none"]),
-    default=None,
-    help="Standardise every column on the train split, or keep raw values (telemanom's "
-    f"setup: SMAP/MSL values are already in (-1, 1), command flags 0/1). {_MODEL_DEFAULT}",
-)
+@_scaling_option
 @click.option("--epochs", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option("--batch-size", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -296,13 +299,7 @@ def _parse_hp(item: str) -> tuple[str, Any]:
 @click.option("--patience", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option("--batch-size", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option("--train-stride", type=int, default=None, help=_MODEL_DEFAULT)
-@click.option(
-    "--scaling",
-    type=click.Choice(["standard", "none"]),
-    default=None,
-    help="Standardise every column on the train split, or keep raw values (telemanom's "
-    f"setup: SMAP/MSL values are already in (-1, 1), command flags 0/1). {_MODEL_DEFAULT}",
-)
+@_scaling_option
 @click.option(
     "--score-features",
     default="0",
