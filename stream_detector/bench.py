@@ -127,6 +127,15 @@ def _bare_consume(bootstrap: str, topic: str, records: int) -> float:
     help="Serve this SMAP checkpoint instead of training the small benchmark model "
     "(e.g. artifacts/demo-A-1-w100.pt, the seed-size model `make demo` trains).",
 )
+@click.option(
+    "--daemon-env",
+    "daemon_env",
+    multiple=True,
+    metavar="SD_NAME=VALUE",
+    help="A setting for the measured daemon (repeatable), e.g. "
+    "SD_THRESHOLD__KIND=recent_max to compare thresholds. Every other SD_* variable of the "
+    "calling shell is dropped, so a run measures the defaults unless told otherwise.",
+)
 def main(
     n_channels: int,
     steps_per_record: int,
@@ -134,8 +143,10 @@ def main(
     latency_seconds: float,
     workdir: Path,
     checkpoint: Path | None,
+    daemon_env: tuple[str, ...],
 ) -> None:
     """Measure the daemon's throughput and latency against a bare consumer."""
+    overrides = _parse_daemon_env(daemon_env)
     settings = load_settings()
     bootstrap = settings.kafka.bootstrap_servers
     root = settings.data.root
@@ -168,6 +179,7 @@ def main(
             check=True,
         )
 
+    base_env |= overrides
     series = load_channels(root, channels, "test")
     steps = sum(len(s.values) for s in series)
     run = uuid.uuid4().hex[:8]
@@ -257,6 +269,9 @@ def main(
         f"{hp.get('latent')}, stride {served.stride}: one window scored per step"
     )
     click.echo(
+        "daemon settings: " + (" ".join(f"{k}={v}" for k, v in overrides.items()) or "the defaults")
+    )
+    click.echo(
         f"produce: {report.steps_per_second:,.0f} channel-steps/s ({report.records:,} records)"
     )
     click.echo(
@@ -277,6 +292,33 @@ def main(
         )
     else:
         click.echo("end-to-end latency: no score records matched (check the daemon log)")
+
+
+# What the benchmark itself decides for each daemon it starts.
+_BENCH_OWNED = (
+    "SD_KAFKA__",
+    "SD_REDIS__",
+    "SD_DATA__",
+    "SD_MODEL__CHECKPOINT",
+    "SD_MODEL__CHANNELS",
+)
+
+
+def _parse_daemon_env(pairs: tuple[str, ...]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("SD_"):
+            raise click.BadParameter(
+                f"expected SD_NAME=VALUE, got {pair!r}", param_hint="--daemon-env"
+            )
+        if name.startswith(_BENCH_OWNED):
+            raise click.BadParameter(
+                f"{name} is set by the benchmark itself (its topics, stores and model)",
+                param_hint="--daemon-env",
+            )
+        overrides[name] = value
+    return overrides
 
 
 def _seq_of(raw: bytes) -> int:

@@ -28,6 +28,7 @@ from stream_detector.records import (
 )
 from stream_detector.thresholds.base import ScorePrior, ThresholdState, ThresholdStrategy
 from stream_detector.thresholds.calibration import ScoreCalibrator
+from stream_detector.thresholds.state_codec import pack_state, unpack_state
 
 # The telemetry value of a step (the rest are command flags): what a threshold that weighs
 # errors against the signal's own spread is shown beside each score.
@@ -66,7 +67,7 @@ class ChannelState:
         """(JSON state, raw buffer rows) for the store."""
         snap = self.buffer.snapshot()
         doc = {
-            "threshold": self.threshold,
+            "threshold": pack_state(self.threshold),
             "episode": self.episode.to_dict(),
             "buffer_last_seq": snap["last_seq"],
             "buffer_gaps": snap["gaps"],
@@ -153,7 +154,7 @@ class DetectionEngine:
             partition=stored.partition,
             last_offset=stored.last_offset,
             buffer=buffer,
-            threshold=doc["threshold"],
+            threshold=unpack_state(doc["threshold"]),
             episode=EpisodeState.from_dict(doc["episode"]),
         )
 

@@ -64,11 +64,17 @@ from stream_detector.thresholds.base import (
 
 
 def _dilate(flags: np.ndarray, radius: int) -> np.ndarray:
-    """Mark every index within `radius` of a flagged one (telemanom's error buffer)."""
+    """Mark every index within `radius` − 1 of a flagged one (telemanom's error buffer)."""
     if radius <= 1 or not flags.any():
         return flags
-    kernel = np.ones(2 * radius - 1, dtype=np.int64)
-    return np.convolve(flags.astype(np.int64), kernel, mode="same") > 0
+    # A running count instead of a convolution: O(n) whatever the radius, and this runs
+    # 38 times per refresh on 2,100 errors, for every channel.
+    n = len(flags)
+    counts = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+    index = np.arange(n)
+    low = np.maximum(index - (radius - 1), 0)
+    high = np.minimum(index + radius, n)
+    return (counts[high] - counts[low]) > 0
 
 
 def _n_sequences(flags: np.ndarray) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -11,7 +12,9 @@ import redis
 
 from stream_detector.buffers import ChannelBuffer
 from stream_detector.engine import ChannelState
+from stream_detector.thresholds.state_codec import unpack_state
 from stream_detector.thresholds.store import RedisStateStore, StoreUnavailable
+from stream_detector.thresholds.telemanom import TelemanomThreshold
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +102,30 @@ def test_an_outage_is_reported_as_unavailable_and_passes(redis_server, redis_url
         redis_server.start()
     assert store.load(["A"])["A"].last_offset == 4
     assert store.save([_state("A", 5, 0.5)]) == 1
+
+
+def test_a_telemanom_state_comes_back_from_redis_deciding_as_before(
+    store: RedisStateStore,
+) -> None:
+    # Its windows are stored packed (state_codec); the copy read back must carry on exactly
+    # as the state that never left memory.
+    strategy = TelemanomThreshold()
+    rng = np.random.default_rng(5)
+    scores = np.abs(rng.normal(0, 0.05, 3000))
+    scores[2600:2700] += 0.6
+    values = np.sin(np.arange(3000) / 40)
+    live = strategy.initial_state(None)
+    for score, value in zip(scores[:2500], values[:2500], strict=True):
+        live, _ = strategy.step(live, float(score), float(value))
+    buf = ChannelBuffer("A", 4, 2)
+    store.save([ChannelState("A", 0, 2499, buf, live)])
+    stored = store.load(["A"])["A"]
+    assert len(stored.state) < 60_000  # two 2,100-float windows, packed
+    restored = unpack_state(json.loads(stored.state)["threshold"])
+    statuses = []
+    for score, value in zip(scores[2500:], values[2500:], strict=True):
+        live, a = strategy.step(live, float(score), float(value))
+        restored, b = strategy.step(restored, float(score), float(value))
+        assert a == b
+        statuses.append(a.status)
+    assert "anomalous" in statuses and "normal" in statuses
