@@ -294,6 +294,14 @@ def _parse_hp(item: str) -> tuple[str, Any]:
     multiple=True,
     help="Only these channels (repeatable); default: every labelled channel.",
 )
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="Only every N-th of the selected channels, starting at the I-th (0-based): run N "
+    "processes with --shard 0/N … N-1/N and one --score-cache to train in parallel "
+    "(`make race JOBS=N`).",
+)
 @click.option("--window", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option("--epochs", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option("--patience", type=int, default=None, help=_MODEL_DEFAULT)
@@ -344,6 +352,7 @@ def evaluate(
     kind: str,
     dataset: str,
     channels: tuple[str, ...],
+    shard: str | None,
     window: int | None,
     epochs: int | None,
     patience: int | None,
@@ -389,18 +398,19 @@ def evaluate(
     target = out or Path("artifacts/eval") / f"{kind}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if score_cache is not None and grid is None:
         raise click.BadParameter("needs --thresholds", param_hint="--score-cache")
+    selected = list(channels) or None
+    if shard is not None:
+        selected = _shard_channels(root, dataset, selected, shard)
     if grid is not None:
         from stream_detector.evaluation.threshold_grid import load_grid, run_grid, write_grid
 
         variants = load_grid(grid)
-        results = run_grid(
-            root, dataset, recipe, settings, variants, list(channels) or None, cache=score_cache
-        )
+        results = run_grid(root, dataset, recipe, settings, variants, selected, cache=score_cache)
         doc = write_grid(results, root, kind, target, variants)
         click.echo(doc.read_text())
         return
     try:
-        report = run_evaluation(root, dataset, recipe, settings, channels=list(channels) or None)
+        report = run_evaluation(root, dataset, recipe, settings, channels=selected)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     summary = write_report(report, root, target, plots=not no_plots)
@@ -408,6 +418,35 @@ def evaluate(
     click.echo(
         f"wrote {target}/channels.csv, {summary}" + ("" if no_plots else f", {target}/plots/")
     )
+
+
+def _shard_channels(root: Path, dataset: str, given: list[str] | None, shard: str) -> list[str]:
+    """The I-th of N interleaved shares of the labelled channels (or of those given)."""
+    from stream_detector.data.smap_msl import load_labels
+    from stream_detector.evaluation.runner import DATASETS
+
+    index, sep, count = shard.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or n < 1 or not 0 <= i < n:
+        raise click.BadParameter(
+            f"expected I/N with 0 <= I < N, got {shard!r}", param_hint="--shard"
+        )
+    try:
+        rows = load_labels(root)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    ordered: list[str] = []
+    for row in rows:
+        wanted = given is None or row.chan_id in given
+        if wanted and row.spacecraft in DATASETS[dataset] and row.chan_id not in ordered:
+            ordered.append(row.chan_id)
+    share = ordered[i::n]
+    if not share:
+        raise click.ClickException(f"shard {shard} of {len(ordered)} channels is empty")
+    return share
 
 
 @main.command()

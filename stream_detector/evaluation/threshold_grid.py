@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import zlib
 from collections.abc import Sequence
@@ -189,7 +190,12 @@ class ScoreCache:
                 f"{self.folder} caches scores of another recipe ({stamp.read_text().strip()}); "
                 "use another folder"
             )
-        stamp.write_text(described + "\n")
+        # Shards of one run (`evaluate --shard`) share the folder: write the stamp so that
+        # another process never reads it half-written.
+        if not stamp.exists():
+            partial = stamp.with_name(f".recipe.{os.getpid()}.json")
+            partial.write_text(described + "\n")
+            os.replace(partial, stamp)
 
     def load(self, chan: str) -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
         ckpt, scores = self.folder / f"{chan}.pt", self.folder / f"{chan}.npz"

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -100,3 +101,26 @@ def test_run_without_checkpoint_names_the_setting(clean_env, tmp_path):
     result = CliRunner().invoke(main, ["run"])
     assert result.exit_code != 0
     assert "SD_MODEL__CHECKPOINT" in result.output
+
+
+SMAP_MSL = (Path(__file__).resolve().parents[2] / "../shared/datasets/smap_msl").resolve()
+
+
+def test_shards_split_the_labelled_channels_without_overlap() -> None:
+    from stream_detector.cli import _shard_channels
+
+    msl = [_shard_channels(SMAP_MSL, "msl", None, f"{i}/3") for i in range(3)]
+    flat = [c for share in msl for c in share]
+    assert len(flat) == len(set(flat)) == 27  # MSL's labelled channels, each once
+    assert [len(share) for share in msl] == [9, 9, 9]
+    given = ["A-1", "M-1", "T-1"]
+    halves = [_shard_channels(SMAP_MSL, "both", given, f"{i}/2") for i in range(2)]
+    assert sorted(halves[0] + halves[1]) == given and len(halves[0]) == 2
+
+
+@pytest.mark.parametrize("shard", ["2/2", "x", "1", "-1/3", "0/0"])
+def test_a_bad_shard_is_refused_naming_the_option(clean_env, shard) -> None:
+    result = CliRunner().invoke(
+        main, ["evaluate", "--dataset", "msl", "--shard", shard, "--data-root", str(SMAP_MSL)]
+    )
+    assert result.exit_code != 0 and "--shard" in result.output
