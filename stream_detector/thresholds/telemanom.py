@@ -77,6 +77,13 @@ def _dilate(flags: np.ndarray, radius: int) -> np.ndarray:
     return (counts[high] - counts[low]) > 0
 
 
+def _pushed(items: list[float], item: float, limit: int) -> list[float]:
+    """A new list: the last ``limit`` of ``items + [item]`` (``limit`` >= 2), copied once."""
+    kept = items[-(limit - 1) :] if len(items) >= limit else items[:]
+    kept.append(item)
+    return kept
+
+
 def _n_sequences(flags: np.ndarray) -> int:
     """Runs of flagged points longer than one point (telemanom ignores single points)."""
     padded = np.concatenate([[False], flags, [False]])
@@ -237,7 +244,7 @@ class TelemanomThreshold(ThresholdStrategy):
         block = score if state["raw_block"] is None else max(state["raw_block"], score)
         state["raw_fill"] += 1
         if state["raw_fill"] >= self.batch:
-            state["raw_maxima"] = [*state["raw_maxima"], block][-(self.window // self.batch) :]
+            state["raw_maxima"] = _pushed(state["raw_maxima"], block, self.window // self.batch)
             block, state["raw_fill"] = None, 0
         state["raw_block"] = block
 
@@ -264,7 +271,7 @@ class TelemanomThreshold(ThresholdStrategy):
         state["es"] = es
         state["n"] += 1
         if value is not None and math.isfinite(value):
-            state["values"] = [*state["values"], float(value)][-self.window :]
+            state["values"] = _pushed(state["values"], float(value), self.window)
         ready = state["n"] > self.warmup and state["eps"] is not None
         hit = False
         if ready:
@@ -292,7 +299,7 @@ class TelemanomThreshold(ThresholdStrategy):
         )
         if learn and math.isfinite(es):
             self._learn_raw(state, score)
-            state["buf"] = [*state["buf"], es][-self.window :]
+            state["buf"] = _pushed(state["buf"], es, self.window)
             state["since"] += 1
             if len(state["buf"]) >= 2 * self.batch and (
                 state["eps"] is None or state["since"] >= self.batch
