@@ -124,3 +124,17 @@ def test_a_bad_shard_is_refused_naming_the_option(clean_env, shard) -> None:
         main, ["evaluate", "--dataset", "msl", "--shard", shard, "--data-root", str(SMAP_MSL)]
     )
     assert result.exit_code != 0 and "--shard" in result.output
+
+
+def test_bench_daemon_env_takes_settings_but_not_its_own_plumbing() -> None:
+    import click
+
+    from stream_detector.bench import _parse_daemon_env
+
+    assert _parse_daemon_env(("SD_THRESHOLD__KIND=recent_max", "SD_ALERTS__LEAD=0")) == {
+        "SD_THRESHOLD__KIND": "recent_max",
+        "SD_ALERTS__LEAD": "0",
+    }
+    for bad in ("THRESHOLD__KIND=x", "SD_ALERTS__LEAD", "SD_KAFKA__GROUP_ID=g"):
+        with pytest.raises(click.BadParameter):
+            _parse_daemon_env((bad,))
