@@ -422,8 +422,7 @@ def evaluate(
 
 def _shard_channels(root: Path, dataset: str, given: list[str] | None, shard: str) -> list[str]:
     """The I-th of N interleaved shares of the labelled channels (or of those given)."""
-    from stream_detector.data.smap_msl import load_labels
-    from stream_detector.evaluation.runner import DATASETS
+    from stream_detector.evaluation.runner import dataset_rows
 
     index, sep, count = shard.partition("/")
     try:
@@ -435,14 +434,11 @@ def _shard_channels(root: Path, dataset: str, given: list[str] | None, shard: st
             f"expected I/N with 0 <= I < N, got {shard!r}", param_hint="--shard"
         )
     try:
-        rows = load_labels(root)
+        rows = dataset_rows(root, dataset)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
-    ordered: list[str] = []
-    for row in rows:
-        wanted = given is None or row.chan_id in given
-        if wanted and row.spacecraft in DATASETS[dataset] and row.chan_id not in ordered:
-            ordered.append(row.chan_id)
+    # dict.fromkeys: each channel once (P-2 has two rows), in file order.
+    ordered = list(dict.fromkeys(r.chan_id for r in rows if given is None or r.chan_id in given))
     share = ordered[i::n]
     if not share:
         raise click.ClickException(f"shard {shard} of {len(ordered)} channels is empty")

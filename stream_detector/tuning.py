@@ -34,11 +34,11 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from stream_detector.data.smap_msl import LabelRow, load_labels, load_series
+from stream_detector.data.smap_msl import LabelRow, load_series
 from stream_detector.evaluation.metrics import ChannelCounts, summarise
 from stream_detector.evaluation.runner import (
-    DATASETS,
     ModelRecipe,
+    dataset_rows,
     evaluate_channel,
     train_channel,
 )
@@ -246,8 +246,7 @@ def plan_trial(config: TuneConfig, base: Settings, trial: Any) -> TrialPlan:
 
 def study_rows(config: TuneConfig, root: Path) -> dict[str, list[LabelRow]]:
     """Label rows per channel of the study's data set (P-2's two rows train once)."""
-    crafts = DATASETS[config.data.dataset]
-    rows = [r for r in load_labels(root) if r.spacecraft in crafts]
+    rows = dataset_rows(root, config.data.dataset)
     if config.data.channels:
         unknown = set(config.data.channels) - {r.chan_id for r in rows}
         if unknown:

@@ -149,6 +149,12 @@ def evaluate_channel(
     return outcomes
 
 
+def dataset_rows(root: Path, dataset: str) -> list[LabelRow]:
+    """The label rows of one data set ("smap", "msl" or "both"), in file order."""
+    crafts = DATASETS[dataset]
+    return [r for r in load_labels(root) if r.spacecraft in crafts]
+
+
 def evaluate(
     root: Path,
     dataset: str,
@@ -158,8 +164,7 @@ def evaluate(
     channels: Sequence[str] | None = None,
     progress: bool = True,
 ) -> EvaluationReport:
-    crafts = DATASETS[dataset]
-    rows = [r for r in load_labels(root) if r.spacecraft in crafts]
+    rows = dataset_rows(root, dataset)
     if channels:
         unknown = set(channels) - {r.chan_id for r in rows}
         if unknown:

@@ -27,13 +27,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from stream_detector.data.smap_msl import LabelRow, load_labels, load_series
+from stream_detector.data.smap_msl import LabelRow, load_series
 from stream_detector.engine import ScoringModel
 from stream_detector.evaluation.calibrate import f1_optimal_threshold, fpr_target_threshold
 from stream_detector.evaluation.injection import Injected, inject_anomalies
 from stream_detector.evaluation.metrics import ChannelCounts, EventMetrics, count_channel, summarise
 from stream_detector.evaluation.reference import telemanom_reference
-from stream_detector.evaluation.runner import DATASETS, ModelRecipe, point_labels, train_channel
+from stream_detector.evaluation.runner import (
+    ModelRecipe,
+    dataset_rows,
+    point_labels,
+    train_channel,
+)
 from stream_detector.offline import OfflineRun, run_offline
 from stream_detector.records import ModelInfo
 from stream_detector.serving import ServedModel
@@ -300,8 +305,7 @@ def run_grid(
     progress: bool = True,
     cache: Path | None = None,
 ) -> dict[str, VariantResult]:
-    crafts = DATASETS[dataset]
-    rows = [r for r in load_labels(root) if r.spacecraft in crafts]
+    rows = dataset_rows(root, dataset)
     if channels:
         rows = [r for r in rows if r.chan_id in set(channels)]
     grouped: dict[str, list[LabelRow]] = {}
