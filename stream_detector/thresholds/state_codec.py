@@ -4,8 +4,8 @@ Strategies keep their state as plain JSON-able values (see `ThresholdState`), an
 keep long windows of floats: `telemanom` holds two of 2,100. Written as JSON text such a
 state is ~90 KB and takes milliseconds to format on every save of every channel. Packed as
 the raw bytes of float64 values (base64) it is about half the size and written ~5× faster
-(46 KB in 0.45 ms against 89 KB in 2.6 ms, docs/benchmarks.md), and reads back bit for bit, so a channel restored from the store decides exactly as one that
-never left memory.
+(46 KB in 0.45 ms against 89 KB in 2.6 ms, docs/benchmarks.md), and reads back bit for
+bit, so a channel restored from the store decides exactly as one that never left memory.
 """
 
 from __future__ import annotations
