@@ -12,11 +12,21 @@ which belong to the thresholding side, not to the model).
 
 telemanom's settings map onto ours as: ``l_s = 250`` history steps and ``n_predictions =
 10`` are ``window = 260, n_predictions = 10``; its training (batch 64, ≤35 epochs, early
-stopping patience 10, 20 % validation) is a ``FitConfig``. With ``n_predictions > 1``
-telemanom scores each time step by aggregating the overlapping predictions of consecutive
-windows for that step; a per-window score cannot see other windows, so ours averages the
-window's own n predictions. With the default ``n_predictions = 1`` the two agree: the score
-of a window is the error of the prediction of its newest value.
+stopping patience 10, 20 % validation) is a ``FitConfig``.
+
+With ``n_predictions > 1`` the n outputs are a training target; what is scored is
+``scored_prediction``:
+
+- ``"first"`` (default, telemanom's): the error of the *first* prediction, the value one
+  step after the history, made from the window's newest ``W − n`` steps. telemanom's
+  ``predict_in_batches`` lines up every window's predictions by the time step they are for
+  and keeps, for each step, the first prediction made for it, the one-step-ahead one; a
+  window holds that prediction on its own, so the per-window score is exactly telemanom's.
+- ``"mean"``: the mean error over the window's last n values, predicted from the steps
+  before them. It lags the newest value by up to n − 1 steps and averages a spike away.
+
+With the default ``n_predictions = 1`` the two are the same number: the error of the
+prediction of the window's newest value.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from stream_detector.models.torch_training import fit_detector, windows_to_tenso
 __all__ = ["LSTMNextValuePredictor", "TelemanomNetwork"]
 
 TrainingLoss = Literal["squared", "absolute"]
+ScoredPrediction = Literal["first", "mean"]
 
 
 class TelemanomNetwork(nn.Module):
@@ -98,6 +109,7 @@ class LSTMNextValuePredictor(Detector):
         n_predictions: int = 1,
         loss: TrainingLoss = "squared",
         score_features: list[int] | None = None,
+        scored_prediction: ScoredPrediction = "first",
     ) -> None:
         super().__init__(window, n_features)
         hidden = [80, 80] if hidden is None else [int(size) for size in hidden]
@@ -112,6 +124,10 @@ class LSTMNextValuePredictor(Detector):
             )
         if loss not in ("squared", "absolute"):
             raise ValueError(f"loss must be 'squared' or 'absolute', got {loss!r}")
+        if scored_prediction not in ("first", "mean"):
+            raise ValueError(
+                f"scored_prediction must be 'first' or 'mean', got {scored_prediction!r}"
+            )
         # The columns predicted and scored. The name matches the reconstruction models', so
         # the same setting (the CLI's --score-features) means "score the telemetry value".
         targets = checked_score_features(
@@ -121,6 +137,7 @@ class LSTMNextValuePredictor(Detector):
         self.dropout = float(dropout)
         self.n_predictions = n_predictions
         self.loss: TrainingLoss = loss
+        self.scored_prediction: ScoredPrediction = scored_prediction
         self.score_features = targets
         self.network = TelemanomNetwork(
             n_features, hidden, self.dropout, n_predictions, len(targets)
@@ -134,6 +151,7 @@ class LSTMNextValuePredictor(Detector):
             "n_predictions": self.n_predictions,
             "loss": self.loss,
             "score_features": list(self.score_features),
+            "scored_prediction": self.scored_prediction,
         }
 
     def to(self, device: str | torch.device) -> Self:
@@ -162,15 +180,25 @@ class LSTMNextValuePredictor(Detector):
     ) -> FitHistory:
         return fit_detector(self, self.network, train, val, config, self._batch_loss, progress)
 
+    def _first_prediction_error(self, batch: torch.Tensor) -> torch.Tensor:
+        """Signed errors (B, 1, n_targets) of the one-step-ahead prediction of the newest step."""
+        n_history = self.window - self.n_predictions
+        history = batch[:, -n_history - 1 : -1, :]
+        target = batch[:, -1:, self.score_features]
+        return self.network(history)[:, :1, :] - target
+
     def score(self, windows: np.ndarray) -> np.ndarray:
-        """Mean absolute error of the predicted values of each window (B,)."""
+        """Absolute error of the scored prediction(s) of each window (B,)."""
         self.check_windows(windows)
         if len(windows) == 0:
             return np.zeros(0, dtype=np.float32)
         self.network.eval()
         with torch.inference_mode():
             batch = windows_to_tensor(windows, self.device)
-            error = self._prediction_error(self.network, batch)
+            if self.scored_prediction == "first":
+                error = self._first_prediction_error(batch)
+            else:
+                error = self._prediction_error(self.network, batch)
             return torch.abs(error).mean(dim=(1, 2)).float().cpu().numpy()
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -266,11 +266,46 @@ def test_vae_score_is_the_decoded_mean_error_plus_weighted_kl() -> None:
 # --- lstm_dt ------------------------------------------------------------------------------
 
 
-def test_lstm_dt_scores_the_absolute_error_of_the_predicted_steps() -> None:
-    """History = first W−n steps of all columns; score = mean |ŷ − y| over the last n steps."""
+def test_lstm_dt_scores_telemanoms_first_prediction_of_the_newest_step() -> None:
+    """History = the W−n steps before the newest; score = |ŷ − y| of the one-step-ahead output."""
     torch.manual_seed(0)
     detector = build_detector(
         "lstm_dt", 12, 3, hidden=[5, 4], n_predictions=3, score_features=[0, 2]
+    )
+    assert isinstance(detector, LSTMNextValuePredictor)
+    assert detector.scored_prediction == "first"
+    windows = np.random.default_rng(1).standard_normal((4, 12, 3)).astype(np.float32)
+    detector.network.eval()
+    with torch.no_grad():
+        # 9 steps of history (W − n), the ones just before the newest step 11.
+        predicted = detector.network(torch.from_numpy(windows[:, 2:11])).numpy()
+    expected = np.abs(predicted[:, 0, :] - windows[:, 11, [0, 2]]).mean(axis=1)
+    np.testing.assert_allclose(detector.score(windows), expected, rtol=1e-5)
+    # The oldest n − 1 steps are not looked at; the newest value is.
+    changed = windows.copy()
+    changed[:, :2, :] += 5.0
+    np.testing.assert_array_equal(detector.score(changed), detector.score(windows))
+    changed[:, -1, 0] += 5.0
+    assert np.all(detector.score(changed) > detector.score(windows))
+    # With one prediction "first" and "mean" are the same score.
+    one = build_detector("lstm_dt", 12, 3, hidden=[5, 4])
+    assert isinstance(one, LSTMNextValuePredictor)
+    as_mean = build_detector("lstm_dt", 12, 3, hidden=[5, 4], scored_prediction="mean")
+    as_mean.load_state_dict(one.state_dict())
+    np.testing.assert_array_equal(one.score(windows), as_mean.score(windows))
+
+
+def test_lstm_dt_mean_scores_the_absolute_error_of_all_predicted_steps() -> None:
+    """History = first W−n steps of all columns; score = mean |ŷ − y| over the last n steps."""
+    torch.manual_seed(0)
+    detector = build_detector(
+        "lstm_dt",
+        12,
+        3,
+        hidden=[5, 4],
+        n_predictions=3,
+        score_features=[0, 2],
+        scored_prediction="mean",
     )
     assert isinstance(detector, LSTMNextValuePredictor)
     windows = np.random.default_rng(1).standard_normal((4, 12, 3)).astype(np.float32)
@@ -297,7 +332,10 @@ def test_lstm_dt_defaults_are_telemanoms_and_its_geometry_is_checked() -> None:
         "n_predictions": 10,
         "loss": "squared",
         "score_features": [0],
+        "scored_prediction": "first",
     }
+    with pytest.raises(ValueError, match="scored_prediction"):
+        build_detector("lstm_dt", 10, 2, scored_prediction="last")
     with pytest.raises(ValueError, match="n_predictions"):
         build_detector("lstm_dt", 10, 2, n_predictions=10)
     with pytest.raises(ValueError, match="score_features"):
