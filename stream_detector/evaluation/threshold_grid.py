@@ -9,7 +9,10 @@ reported, so a variant can be chosen without looking at test labels.
 With a ``cache`` folder each channel's checkpoint and raw window scores (test and
 validation) are kept there, and a later grid with the same recipe reuses them instead of
 training again: trying a new threshold costs seconds per channel, not a training run. The
-cache is keyed by the recipe; a different recipe refuses a folder made by another.
+cache is keyed by the recipe; a different recipe refuses a folder made by another. Each
+channel's scores also carry the scorer that made them (the detector's kind and all its
+hyperparameters, defaults included): scores made another way, or before the mark existed,
+are scored again from the cached checkpoint, never reused.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ VALIDATION_FRACTION = 0.2
 INJECTION_WARMUP = 250
 # The cache key of the injected run's scores: change it whenever the injection changes.
 INJECTED_KEY = "injected_v1"
+# The cache key of the scorer that made a channel's cached scores.
+SCORER_KEY = "scorer"
 
 
 @dataclass(frozen=True)
@@ -203,17 +208,34 @@ class ScoreCache:
             os.replace(partial, stamp)
 
     def load(self, chan: str) -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
+        """The cached checkpoint and those of its scores that its scorer made (maybe none)."""
         ckpt, scores = self.folder / f"{chan}.pt", self.folder / f"{chan}.npz"
         if not (ckpt.exists() and scores.exists()):
             return None
         with np.load(scores) as data:
             arrays = {name: data[name] for name in data.files}
-        return load_checkpoint(ckpt, device="cpu"), arrays
+        checkpoint = load_checkpoint(ckpt, device="cpu")
+        # The recipe stamp cannot tell: a scorer's new hyperparameter takes its default in
+        # the recipe and in old checkpoints alike (lstm_dt's scored_prediction did).
+        if str(arrays.pop(SCORER_KEY, "")) != scorer_of(checkpoint):
+            arrays = {}
+        return checkpoint, arrays
 
     def save(self, chan: str, checkpoint: Checkpoint, scores: dict[str, np.ndarray]) -> None:
         if not (self.folder / f"{chan}.pt").exists():
             save_checkpoint(checkpoint, self.folder / f"{chan}.pt")
-        np.savez(self.folder / f"{chan}.npz", **scores)  # type: ignore[arg-type]
+        marked = {**scores, SCORER_KEY: np.array(scorer_of(checkpoint))}
+        np.savez(self.folder / f"{chan}.npz", **marked)  # type: ignore[arg-type]
+
+
+def scorer_of(checkpoint: Checkpoint) -> str:
+    """What a cached score depends on beyond the weights: the detector and how it scores."""
+    detector = checkpoint.detector
+    return json.dumps(
+        {"kind": detector.kind, "hyperparameters": detector.hyperparameters},
+        sort_keys=True,
+        default=str,
+    )
 
 
 def held_out_injection(train: np.ndarray, chan: str, window: int) -> Injected:

@@ -54,7 +54,12 @@ def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path,
     assert _metrics(results, "default") == summarise([o.counts for o in report.outcomes])
     assert {p.name for p in cache.iterdir()} == {"recipe.json", "A-1.pt", "A-1.npz"}
     with np.load(cache / "A-1.npz") as cached:
-        assert set(cached.files) == {"test", "validation", threshold_grid.INJECTED_KEY}
+        assert set(cached.files) == {
+            "test",
+            "validation",
+            threshold_grid.INJECTED_KEY,
+            threshold_grid.SCORER_KEY,
+        }
     injected = results["default"].injected[0]
     assert injected.tp + injected.fn >= 4 and injected.labelled[0][0] >= RECIPE.window + 250
 
@@ -66,6 +71,23 @@ def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path,
     for variant in VARIANTS:
         assert _metrics(again, variant.name) == _metrics(results, variant.name)
         assert again[variant.name].validation_episodes == results[variant.name].validation_episodes
+
+
+def test_scores_cached_by_another_scorer_are_scored_again_not_reused(tmp_path, monkeypatch):
+    """Same recipe stamp, but the scores were made another way (or before the scorer mark)."""
+    cache = tmp_path / "cache"
+    first = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS[:1], ["A-1"], False, cache=cache)
+    with np.load(cache / "A-1.npz") as cached:
+        kept = {name: cached[name] for name in cached.files}
+    stale = {name: array + 100.0 for name, array in kept.items() if name != "scorer"}
+    monkeypatch.setattr(threshold_grid, "train_channel", lambda *a, **k: pytest.fail("trained"))
+    for mark in ({}, {threshold_grid.SCORER_KEY: np.array('{"kind": "another"}')}):
+        np.savez(cache / "A-1.npz", **stale, **mark)
+        again = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS[:1], ["A-1"], False, cache)
+        assert _metrics(again, "default") == _metrics(first, "default")
+        with np.load(cache / "A-1.npz") as rewritten:
+            assert str(rewritten[threshold_grid.SCORER_KEY]) == str(kept["scorer"])
+            np.testing.assert_allclose(rewritten["test"], kept["test"], rtol=1e-6)
 
 
 def test_a_cache_of_another_recipe_is_refused(tmp_path):
