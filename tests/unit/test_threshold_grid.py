@@ -153,3 +153,41 @@ def test_the_label_free_rule_reads_validation_alarms_and_injected_f1_only():
     del results["wide"]
     assert threshold_grid.label_free_choice(results) == "half"
     assert threshold_grid.label_free_choice({"noisy": results["noisy"]}) is None
+
+
+def test_rank_correlation_by_hand():
+    rho = threshold_grid.rank_correlation
+    assert rho([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rho([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # Ties share their mean rank: ranks (0, 1.5, 1.5, 3) and (0, 2, 1, 3); ρ = 4.5 / √(4.5 · 5).
+    assert rho([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / np.sqrt(4.5 * 5))
+    assert np.isnan(rho([1, 1, 1], [1, 2, 3])) and np.isnan(rho([1], [2]))
+    with pytest.raises(ValueError, match="pairs"):
+        rho([1, 2], [1])
+
+
+def test_proxy_agreement_ranks_injected_against_test_f1_without_the_oracles():
+    from stream_detector.data.smap_msl import LabelRow
+    from stream_detector.evaluation.metrics import count_channel
+
+    def variant(injected_found, test_found, oracle=False):
+        res = _result([("SMAP", 0), ("SMAP", 0)], injected_found, oracle)
+        for i, found in enumerate(test_found):
+            res.rows.append(LabelRow(f"C-{i}", "SMAP", [(50, 59)], ["point"], 100))
+            res.counts.append(count_channel(f"C-{i}", [(50, 59)], [(50, 59)] if found else [], 100))
+        return res
+
+    hit = (10, 19)
+    results = {
+        # Injected F1 1, 2/3, 0 against test F1 0, 2/3, 1: the proxy ranks them backwards.
+        "a": variant([hit, hit], [False, False]),
+        "b": variant([hit, None], [True, False]),
+        "c": variant([None, None], [True, True]),
+        # Best on both, but fitted on the test labels: left out, or ρ would not be −1.
+        "oracle": variant([hit, hit], [True, True], oracle=True),
+    }
+    agreement = threshold_grid.proxy_agreement(results)
+    assert set(agreement) == {"SMAP"}
+    assert agreement["SMAP"].n_variants == 3
+    assert agreement["SMAP"].with_f1 == pytest.approx(-1.0)
+    assert agreement["SMAP"].with_composite_f1 == pytest.approx(-1.0)
