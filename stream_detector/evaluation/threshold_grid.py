@@ -350,6 +350,13 @@ def _alerts_per_1000_normal(counts: Sequence[ChannelCounts]) -> float:
     return 1000.0 * sum(c.fp for c in counts) / normal if normal else 0.0
 
 
+def _of_craft(
+    counts: Sequence[ChannelCounts], rows: Sequence[LabelRow], craft: str
+) -> list[ChannelCounts]:
+    """The counts whose label row (same position) belongs to one spacecraft."""
+    return [c for c, r in zip(counts, rows, strict=True) if r.spacecraft == craft]
+
+
 def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
     lines = [
         "| model | threshold | data | P | R | F1 | F0.5 | flagged | composite F1 | delay | "
@@ -361,18 +368,12 @@ def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
     free = label_free_scores(results)
     for craft in crafts:
         for name, res in results.items():
-            counts = [c for c, r in zip(res.counts, res.rows, strict=True) if r.spacecraft == craft]
+            counts = _of_craft(res.counts, res.rows, craft)
             m: EventMetrics = summarise(counts)
             score = free[name].get(craft)
             val = score.validation_per_1k if score is not None else math.nan
             label = f"{name} (oracle: test labels)" if res.oracle else name
-            inj = summarise(
-                [
-                    c
-                    for c, r in zip(res.injected, res.injected_rows, strict=True)
-                    if r.spacecraft == craft
-                ]
-            )
+            inj = summarise(_of_craft(res.injected, res.injected_rows, craft))
             lines.append(
                 f"| {kind} | {label} | {craft} | {m.precision:.3f} | {m.recall:.3f} | {m.f1:.3f} | "
                 f"{m.f05:.3f} | {m.flagged_fraction:.1%} | **{m.composite_f1:.3f}** | "
@@ -492,8 +493,7 @@ def proxy_agreement(results: dict[str, VariantResult]) -> dict[str, ProxyAgreeme
         for name, res in results.items():
             if res.oracle or craft not in free[name]:
                 continue
-            counts = [c for c, r in zip(res.counts, res.rows, strict=True) if r.spacecraft == craft]
-            test = summarise(counts)
+            test = summarise(_of_craft(res.counts, res.rows, craft))
             injected.append(free[name][craft].injected_f1)
             f1.append(test.f1)
             composite.append(test.composite_f1)
