@@ -37,7 +37,8 @@ def inject_anomalies(
     magnitude: float = 4.0,
     lead: int = 0,
 ) -> Injected:
-    """Place one anomaly of each kind per ``4 × (length + margin)`` steps, in random order.
+    """Place one anomaly of each kind per ``4 × (length + margin)`` steps, in random order
+    (a stretch with room for fewer than four gets consecutive kinds from a random first one).
 
     ``spread`` is the column's scale (default: its std in ``values``, at least 0.05 of its
     range or 1e-3); spikes rise ``2 × magnitude`` spreads for 3 steps, level shifts move
@@ -54,7 +55,10 @@ def inject_anomalies(
         spread = max(float(col.std()), 0.05 * value_range, 1e-3)
     rng = np.random.default_rng(seed)
     slots = max((t - lead - margin) // (length + margin), 0)
-    kinds = [KINDS[i % len(KINDS)] for i in rng.permutation(slots)]
+    # The kinds start at a random one: with fewer slots than kinds, a fixed start would
+    # give every short stretch a spike and no contextual anomaly at all.
+    first = int(rng.integers(len(KINDS)))
+    kinds = [KINDS[(first + i) % len(KINDS)] for i in rng.permutation(slots)]
     sequences: list[tuple[int, int]] = []
     for slot, kind in enumerate(kinds):
         start = lead + margin + slot * (length + margin)

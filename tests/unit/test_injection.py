@@ -55,3 +55,13 @@ def test_the_lead_stays_untouched() -> None:
     out = inject_anomalies(_series(), lead=300, margin=60, length=40)
     assert out.sequences[0][0] >= 360 and len(out.sequences) == (900 - 300 - 60) // 100
     assert np.array_equal(out.values[:360], _series()[:360])
+
+
+def test_a_stretch_with_room_for_one_anomaly_still_gets_every_kind_across_channels() -> None:
+    base = _series(400)  # room for one 150-step anomaly 100 from each end
+    kinds = {
+        k
+        for seed in range(40)
+        for k in inject_anomalies(base, seed=seed, length=150, margin=100).kinds
+    }
+    assert kinds == set(KINDS), "a fixed first kind would make every such anomaly a spike"

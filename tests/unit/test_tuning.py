@@ -279,4 +279,4 @@ def test_a_label_free_study_searches_the_threshold_on_injected_anomalies(
     from stream_detector.evaluation.metrics import summarise
 
     assert result.best_value == pytest.approx(summarise([counts]).f1)
-    assert len(injected.sequences) >= 3
+    assert len(injected.sequences) >= 1
