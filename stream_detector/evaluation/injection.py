@@ -45,7 +45,8 @@ def inject_anomalies(
     ``magnitude`` spreads, noise bursts add ``magnitude / 2`` spreads of Gaussian noise, and a
     flatline holds the last value while the signal would move. Anomalies keep ``margin``
     normal steps between them and from both ends; the first ``lead`` steps stay untouched
-    (context for a detector to warm up on).
+    (context for a detector to warm up on). A ``spread`` of 0 (a column constant where it was
+    measured) gets no anomaly: every kind would be a change of size 0, a label on nothing.
     """
     series = np.array(values, dtype=np.float32, copy=True)
     t = len(series)
@@ -53,6 +54,8 @@ def inject_anomalies(
     if spread is None:
         value_range = float(col.max() - col.min()) if t else 0.0
         spread = max(float(col.std()), 0.05 * value_range, 1e-3)
+    if spread <= 0:
+        return Injected(series, [], [])
     rng = np.random.default_rng(seed)
     slots = max((t - lead - margin) // (length + margin), 0)
     # The kinds start at a random one: with fewer slots than kinds, a fixed start would

@@ -124,6 +124,8 @@ class VariantResult:
     # Label-free: each channel's held-out train part with synthetic anomalies injected.
     injected: list[ChannelCounts] = field(default_factory=list)
     injected_rows: list[LabelRow] = field(default_factory=list)
+    # The kind of each injected anomaly, per channel in injected_rows order.
+    injected_kinds: list[list[str]] = field(default_factory=list)
     # Per channel, in injected_rows order: the validation run's episodes and steps.
     validation_by_channel: list[int] = field(default_factory=list)
     validation_steps_by_channel: list[int] = field(default_factory=list)
@@ -254,9 +256,13 @@ def held_out_injection(train: np.ndarray, chan: str, window: int) -> Injected:
     """
     split = int(len(train) * (1 - VALIDATION_FRACTION))
     lead = min(split, window + INJECTION_WARMUP)
+    column = train[:, 0]
+    # A column constant in train has no scale to size an anomaly by: it gets none. (Its
+    # float32 std is not exactly 0, and anomalies that small would be labels on nothing.)
+    spread = float(np.std(column)) if np.ptp(column) > 0 else 0.0
     return inject_anomalies(
         train[split - lead :],
-        spread=float(np.std(train[:, 0])),
+        spread=spread,
         seed=zlib.crc32(chan.encode()),
         lead=lead,
         length=INJECTION_LENGTH,
@@ -323,6 +329,7 @@ def grid_channel(
                 judge_injected(settings, model, chan, injected, scores[INJECTED_KEY])
             )
             result.injected_rows.append(rows[0])
+            result.injected_kinds.append(list(injected.kinds))
     if cache is not None and missing:
         cache.save(chan, checkpoint, scores)
 
@@ -516,6 +523,36 @@ def proxy_agreement(results: dict[str, VariantResult]) -> dict[str, ProxyAgreeme
     return out
 
 
+def injected_found_by_kind(res: VariantResult, craft: str) -> dict[str, tuple[int, int]]:
+    """kind → (found, injected) over one spacecraft's injected runs, by the event rule.
+
+    Label-free, like the injected F1: which kinds of anomaly a variant misses."""
+    out: dict[str, tuple[int, int]] = {}
+    for counts, row, kinds in zip(res.injected, res.injected_rows, res.injected_kinds, strict=True):
+        if row.spacecraft != craft:
+            continue
+        for span, kind in zip(counts.labelled, kinds, strict=True):
+            hit = count_channel(counts.channel, [span], counts.predicted, counts.n_points).tp
+            found, total = out.get(kind, (0, 0))
+            out[kind] = (found + hit, total + 1)
+    return out
+
+
+def injected_kinds_table(results: dict[str, VariantResult]) -> str:
+    crafts = sorted({r.spacecraft for res in results.values() for r in res.injected_rows})
+    kinds = sorted({k for res in results.values() for ks in res.injected_kinds for k in ks})
+    lines = [
+        "| threshold | data | " + " | ".join(kinds) + " |",
+        "|---|---|" + "---:|" * len(kinds),
+    ]
+    for craft in crafts:
+        for name, res in results.items():
+            found = injected_found_by_kind(res, craft)
+            cells = [f"{found[k][0]} / {found[k][1]}" if k in found else "" for k in kinds]
+            lines.append(f"| {name} | {craft} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_grid(
     results: dict[str, VariantResult],
     root: Path,
@@ -539,7 +576,9 @@ def write_grid(
         f"`{choice}`\n\n"
         "How the injected F1 ranks the variants against how the test labels rank them "
         "(Spearman's ρ; it reads test labels and chooses nothing):\n\n"
-        f"{agreement or '- (no injected runs)'}\n\nVariants:\n\n"
+        f"{agreement or '- (no injected runs)'}\n\n"
+        "Injected anomalies found, by kind (label-free; found / injected):\n\n"
+        f"{injected_kinds_table(results)}\n\nVariants:\n\n"
         + "\n".join(
             f"- `{v.name}`: threshold `{json.dumps(v.threshold)}`, alerts `{json.dumps(v.alerts)}`"
             for v in variants

@@ -65,3 +65,13 @@ def test_a_stretch_with_room_for_one_anomaly_still_gets_every_kind_across_channe
         for k in inject_anomalies(base, seed=seed, length=150, margin=100).kinds
     }
     assert kinds == set(KINDS), "a fixed first kind would make every such anomaly a spike"
+
+
+def test_a_column_without_spread_gets_no_anomaly_rather_than_one_of_size_zero() -> None:
+    flat = np.ones((900, 2), dtype=np.float32)
+    out = inject_anomalies(flat, spread=0.0, margin=60, length=40)
+    assert out.sequences == [] and out.kinds == [] and np.array_equal(out.values, flat)
+    # Without a given spread the floor applies, and the anomalies are real changes.
+    floored = inject_anomalies(flat, margin=60, length=40)
+    changed = np.any(floored.values != flat, axis=1)
+    assert floored.sequences and all(changed[s : e + 1].any() for s, e in floored.sequences)

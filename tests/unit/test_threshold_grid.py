@@ -49,11 +49,11 @@ def _metrics(results, name):
 
 def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    results = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS, ["A-1"], False, cache=cache)
-    report = evaluate(DATA, "smap", RECIPE, Settings(), channels=["A-1"], progress=False)
+    results = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS, ["D-11"], False, cache=cache)
+    report = evaluate(DATA, "smap", RECIPE, Settings(), channels=["D-11"], progress=False)
     assert _metrics(results, "default") == summarise([o.counts for o in report.outcomes])
-    assert {p.name for p in cache.iterdir()} == {"recipe.json", "A-1.pt", "A-1.npz"}
-    with np.load(cache / "A-1.npz") as cached:
+    assert {p.name for p in cache.iterdir()} == {"recipe.json", "D-11.pt", "D-11.npz"}
+    with np.load(cache / "D-11.npz") as cached:
         assert set(cached.files) == {
             "test",
             "validation",
@@ -61,14 +61,19 @@ def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path,
             threshold_grid.SCORER_KEY,
         }
     injected = results["default"].injected[0]
-    # A-1's held-out part (576 steps) has room for one 150-step anomaly, 100 from each end.
+    # D-11's held-out part (522 steps) has room for one 150-step anomaly, 100 from each end.
+    # (A-1, flat in train, gets none.)
     assert injected.tp + injected.fn == 1 and injected.labelled[0][0] >= RECIPE.window + 250 + 100
+    from stream_detector.data.smap_msl import load_series
+
+    planted = threshold_grid.held_out_injection(load_series(DATA, "D-11", "train"), "D-11", 30)
+    assert results["default"].injected_kinds == [planted.kinds]
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached channel must not be trained again")
 
     monkeypatch.setattr(threshold_grid, "train_channel", no_training)
-    again = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS, ["A-1"], False, cache=cache)
+    again = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS, ["D-11"], False, cache=cache)
     for variant in VARIANTS:
         assert _metrics(again, variant.name) == _metrics(results, variant.name)
         assert again[variant.name].validation_episodes == results[variant.name].validation_episodes
@@ -192,3 +197,35 @@ def test_proxy_agreement_ranks_injected_against_test_f1_without_the_oracles():
     assert agreement["SMAP"].n_variants == 3
     assert agreement["SMAP"].with_f1 == pytest.approx(-1.0)
     assert agreement["SMAP"].with_composite_f1 == pytest.approx(-1.0)
+
+
+def test_injected_anomalies_are_counted_by_kind_and_spacecraft():
+    from stream_detector.data.smap_msl import LabelRow
+    from stream_detector.evaluation.metrics import count_channel
+
+    res = threshold_grid.VariantResult()
+    for chan, craft, spans, found, kinds in [
+        ("C-0", "SMAP", [(10, 19), (50, 59)], [(12, 14)], ["spike", "flatline"]),
+        ("C-1", "MSL", [(10, 19)], [(15, 30)], ["spike"]),
+        ("C-2", "SMAP", [(30, 39)], [(40, 45)], ["spike"]),  # next to it, not on it
+    ]:
+        res.injected.append(count_channel(chan, spans, found, 100))
+        res.injected_rows.append(LabelRow(chan, craft, [(0, 1)], ["point"], 100))
+        res.injected_kinds.append(kinds)
+    assert threshold_grid.injected_found_by_kind(res, "SMAP") == {
+        "spike": (1, 2),
+        "flatline": (0, 1),
+    }
+    assert threshold_grid.injected_found_by_kind(res, "MSL") == {"spike": (1, 1)}
+    table = threshold_grid.injected_kinds_table({"v": res})
+    assert "| threshold | data | flatline | spike |" in table
+    assert "| v | MSL |  | 1 / 1 |" in table and "| v | SMAP | 0 / 1 | 1 / 2 |" in table
+
+
+def test_a_channel_flat_in_train_gets_no_injected_anomaly():
+    from stream_detector.data.smap_msl import load_series
+
+    train = load_series(DATA, "A-1", "train")
+    assert np.ptp(train[:, 0]) == 0, "A-1's telemetry column is constant in train"
+    injected = threshold_grid.held_out_injection(train, "A-1", 30)
+    assert injected.sequences == [] and injected.kinds == []

@@ -253,7 +253,7 @@ def test_a_label_free_study_searches_the_threshold_on_injected_anomalies(
     config = TuneConfig.model_validate(
         {
             "study": {"objective": "injected_f1", "trials": 2, "prune": False, "seed": 1},
-            "data": {"dataset": "smap", "channels": ["A-1"], "root": str(DATA)},
+            "data": {"dataset": "smap", "channels": ["D-11"], "root": str(DATA)},
             "model": {"kind": "dense_ae", "window": 30, "train_stride": 4},
             "fit": {"epochs": 2, "device": "cpu"},
             "search": {"threshold": {"params.margin": {"choices": [0.02, 5.0]}}},
@@ -264,7 +264,7 @@ def test_a_label_free_study_searches_the_threshold_on_injected_anomalies(
     recipe = ModelRecipe(
         "dense_ae", 30, best["recipe"]["hyperparameters"], FitConfig(**best["recipe"]["fit"]), 4
     )
-    checkpoint = train_channel(DATA, "A-1", recipe)
+    checkpoint = train_channel(DATA, "D-11", recipe)
     settings = RECENT_MAX.model_copy(
         update={
             "threshold": RECENT_MAX.threshold.model_copy(
@@ -274,8 +274,8 @@ def test_a_label_free_study_searches_the_threshold_on_injected_anomalies(
     )
     from stream_detector.data.smap_msl import load_series
 
-    injected = held_out_injection(load_series(DATA, "A-1", "train"), "A-1", 30)
-    counts = judge_injected(settings, ServedModel(checkpoint), "A-1", injected)
+    injected = held_out_injection(load_series(DATA, "D-11", "train"), "D-11", 30)
+    counts = judge_injected(settings, ServedModel(checkpoint), "D-11", injected)
     from stream_detector.evaluation.metrics import summarise
 
     assert result.best_value == pytest.approx(summarise([counts]).f1)
