@@ -539,6 +539,7 @@ def injected_found_by_kind(res: VariantResult, craft: str) -> dict[str, tuple[in
 
 
 def injected_kinds_table(results: dict[str, VariantResult]) -> str:
+    """The grid report's markdown table of `injected_found_by_kind`, variant by spacecraft."""
     crafts = sorted({r.spacecraft for res in results.values() for r in res.injected_rows})
     kinds = sorted({k for res in results.values() for ks in res.injected_kinds for k in ks})
     lines = [
