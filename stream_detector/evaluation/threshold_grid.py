@@ -425,6 +425,11 @@ class LabelFreeScore:
     injected_composite_f1: float
 
 
+def _injected_crafts(results: dict[str, VariantResult]) -> list[str]:
+    """The spacecraft with at least one injected run in any variant, sorted."""
+    return sorted({r.spacecraft for res in results.values() for r in res.injected_rows})
+
+
 def label_free_scores(results: dict[str, VariantResult]) -> dict[str, dict[str, LabelFreeScore]]:
     """variant → spacecraft → its validation alarm rate and injected-anomaly F1s."""
     out: dict[str, dict[str, LabelFreeScore]] = {}
@@ -504,7 +509,7 @@ def proxy_agreement(results: dict[str, VariantResult]) -> dict[str, ProxyAgreeme
     trusted on this data. Near zero or below, the injected anomalies do not tell the
     variants apart the way the labelled ones do."""
     free = label_free_scores(results)
-    crafts = sorted({r.spacecraft for res in results.values() for r in res.injected_rows})
+    crafts = _injected_crafts(results)
     out: dict[str, ProxyAgreement] = {}
     for craft in crafts:
         injected, f1, composite = [], [], []
@@ -540,7 +545,7 @@ def injected_found_by_kind(res: VariantResult, craft: str) -> dict[str, tuple[in
 
 def injected_kinds_table(results: dict[str, VariantResult]) -> str:
     """The grid report's markdown table of `injected_found_by_kind`, variant by spacecraft."""
-    crafts = sorted({r.spacecraft for res in results.values() for r in res.injected_rows})
+    crafts = _injected_crafts(results)
     kinds = sorted({k for res in results.values() for ks in res.injected_kinds for k in ks})
     lines = [
         "| threshold | data | " + " | ".join(kinds) + " |",
