@@ -9,7 +9,7 @@ export SD_KAFKA__BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 export SD_REDIS__URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 export SD_DATA__ROOT ?= $(abspath ../shared/datasets/smap_msl)
 
-.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate race race-cache clean
+.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate race race-cache race-ensemble-cache clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -68,26 +68,34 @@ evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels →
 	done
 	$(BIN)/python -m stream_detector.evaluation.collect --update docs/results.md $(addprefix artifacts/eval/,$(addsuffix -both,$(EVAL_MODELS)))
 
-# The threshold race's second round (docs/results.md): lstm_dt trained per channel by JOBS
-# processes sharing one score cache, then every variant of RACE_GRID judged on the cached
-# scores. RACE_FLAGS changes the recipe (it needs its own RACE_CACHE), e.g. telemanom's full
+# The threshold race (docs/results.md): RACE_MODEL trained per channel by JOBS processes
+# sharing one score cache, then every variant of RACE_GRID judged on the cached scores.
+# RACE_FLAGS changes the recipe (it needs its own RACE_CACHE), e.g. telemanom's full
 # training on a GPU machine: RACE_FLAGS="--epochs 35 --patience 10 --train-stride 1".
+RACE_MODEL ?= lstm_dt
 RACE_GRID ?= docs/threshold-race-lstm-dt.json
-RACE_CACHE ?= artifacts/cache/lstm_dt
+RACE_CACHE ?= artifacts/cache/$(RACE_MODEL)
 RACE_FLAGS ?=
 JOBS ?= 2
-race-cache: install ## the race's training only: lstm_dt per channel by JOBS processes into RACE_CACHE
+race-cache: install ## the race's training only: RACE_MODEL per channel by JOBS processes into RACE_CACHE
 	mkdir -p artifacts/eval
 	pids=(); for i in $$(seq 0 $$(($(JOBS) - 1))); do \
-	  SD_MODEL__TORCH_THREADS=1 $(BIN)/stream-detector evaluate --model lstm_dt --dataset both $(RACE_FLAGS) \
+	  SD_MODEL__TORCH_THREADS=1 $(BIN)/stream-detector evaluate --model $(RACE_MODEL) --dataset both $(RACE_FLAGS) \
 	    --thresholds $(RACE_GRID) --score-cache $(RACE_CACHE) --shard $$i/$(JOBS) \
-	    --out artifacts/eval/race-lstm_dt-shard-$$i > artifacts/eval/race-lstm_dt-shard-$$i.log 2>&1 & pids+=($$!); \
+	    --out artifacts/eval/race-$(RACE_MODEL)-shard-$$i > artifacts/eval/race-$(RACE_MODEL)-shard-$$i.log 2>&1 & pids+=($$!); \
 	done; status=0; for p in "$${pids[@]}"; do wait $$p || status=1; done; \
-	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/race-lstm_dt-shard-*.log; exit 1; fi
+	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/race-$(RACE_MODEL)-shard-*.log; exit 1; fi
 
-race: race-cache ## the threshold race: race-cache, then every variant of RACE_GRID → artifacts/eval/race-lstm_dt
-	$(BIN)/stream-detector evaluate --model lstm_dt --dataset both $(RACE_FLAGS) \
-	  --thresholds $(RACE_GRID) --score-cache $(RACE_CACHE) --out artifacts/eval/race-lstm_dt
+race: race-cache ## the threshold race: race-cache, then every variant of RACE_GRID → artifacts/eval/race-RACE_MODEL
+	$(BIN)/stream-detector evaluate --model $(RACE_MODEL) --dataset both $(RACE_FLAGS) \
+	  --thresholds $(RACE_GRID) --score-cache $(RACE_CACHE) --out artifacts/eval/race-$(RACE_MODEL)
+
+# The ensemble's members trained one by one (two race caches), then combined without
+# retraining: `make race RACE_MODEL=ensemble` after this only scores.
+race-ensemble-cache: install ## the ensemble's race cache from its members' race caches
+	$(MAKE) race-cache RACE_MODEL=lstm_dt RACE_CACHE=artifacts/cache/lstm_dt
+	$(MAKE) race-cache RACE_MODEL=lstm_dt RACE_CACHE=artifacts/cache/lstm_dt_np10 RACE_FLAGS="--hp n_predictions=10"
+	$(BIN)/stream-detector combine artifacts/cache/lstm_dt artifacts/cache/lstm_dt_np10 --out artifacts/cache/ensemble
 
 clean: services-down ## remove caches and run state (keeps .venv)
 	rm -rf .run artifacts .pytest_cache .ruff_cache .mypy_cache

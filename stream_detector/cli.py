@@ -241,6 +241,66 @@ def train(
 
 
 @main.command()
+@click.argument("members", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The ensemble's checkpoint file, or its score-cache folder when MEMBERS are folders.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="SMAP/MSL folder, for the calibration on train [default: SD_DATA__ROOT].",
+)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.pass_context
+def combine(
+    ctx: click.Context,
+    members: tuple[Path, ...],
+    out: Path,
+    data_root: Path | None,
+    no_progress: bool,
+) -> None:
+    """Make an `ensemble` from MEMBERS trained one by one, without training again.
+
+    MEMBERS are checkpoints trained alike (same channels, window, scaler and fit config), or
+    score-cache folders of `evaluate --score-cache` (then every channel they all hold is
+    combined into the --out folder, stamped as `evaluate --model ensemble` stamps it). The
+    ensemble's score is the mean of its members'; its calibration is computed again from
+    its own scores on the channels' train split.
+    """
+    from stream_detector.data.smap_msl import load_series
+    from stream_detector.errors import CheckpointError
+    from stream_detector.evaluation.ensemble_cache import combine_caches
+    from stream_detector.training.checkpoint import load_checkpoint, save_checkpoint
+    from stream_detector.training.ensemble import combine_checkpoints
+
+    settings = _settings(ctx)
+    _limit_torch_threads(settings)
+    root = data_root or settings.data.root
+    try:
+        if all(member.is_dir() for member in members):
+            written = combine_caches(list(members), out, root, progress=not no_progress)
+            click.echo(f"combined {len(written)} channels into {out}")
+            return
+        if any(member.is_dir() for member in members):
+            raise click.BadParameter("give checkpoint files or cache folders, not both")
+        checkpoints = [load_checkpoint(member, device="cpu") for member in members]
+        series = [load_series(root, chan, "train") for chan in checkpoints[0].channels]
+        combined = combine_checkpoints(checkpoints, series)
+    except (CheckpointError, FileNotFoundError, KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    save_checkpoint(combined, out)
+    click.echo(
+        f"saved {out}  model=ensemble version={combined.model_version} "
+        f"members={','.join(c.model_version for c in checkpoints)} "
+        f"train-score p99={combined.calibration.quantiles['p99']:.4g}"
+    )
+
+
+@main.command()
 def models() -> None:
     """List the registered detector kinds and how `train` and `evaluate` train each by default."""
     from stream_detector.models import available_detectors, get_detector_class

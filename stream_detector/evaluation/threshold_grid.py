@@ -220,10 +220,13 @@ class ScoreCache:
     def load(self, chan: str) -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
         """The cached checkpoint and those of its scores that its scorer made (maybe none)."""
         ckpt, scores = self.folder / f"{chan}.pt", self.folder / f"{chan}.npz"
-        if not (ckpt.exists() and scores.exists()):
+        if not ckpt.exists():
             return None
-        with np.load(scores) as data:
-            arrays = {name: data[name] for name in data.files}
+        # A checkpoint without scores (one written by `combine`) is scored, not retrained.
+        arrays: dict[str, np.ndarray] = {}
+        if scores.exists():
+            with np.load(scores) as data:
+                arrays = {name: data[name] for name in data.files}
         checkpoint = load_checkpoint(ckpt, device="cpu")
         # The recipe stamp cannot tell: a scorer's new hyperparameter takes its default in
         # the recipe and in old checkpoints alike (lstm_dt's scored_prediction did).

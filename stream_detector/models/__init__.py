@@ -5,6 +5,7 @@ decorates its class with ``@register`` and is imported here.
 """
 
 from stream_detector.models import dense_ae as _dense_ae  # noqa: F401 - registers "dense_ae"
+from stream_detector.models import ensemble as _ensemble  # noqa: F401 - registers "ensemble"
 from stream_detector.models import gans as _gans  # noqa: F401 - registers the GANs
 from stream_detector.models import lstm_ae as _lstm_ae  # noqa: F401 - registers "lstm_ae"
 from stream_detector.models import (  # noqa: F401 - registers "lstm_ae_chapter"
@@ -24,6 +25,7 @@ from stream_detector.models.base import (
     get_detector_class,
     register,
     resolve_device,
+    seed_everything,
 )
 from stream_detector.models.lstm_ae import LSTMAutoencoder
 from stream_detector.models.reconstruction import ReconstructionDetector
@@ -39,4 +41,5 @@ __all__ = [
     "get_detector_class",
     "register",
     "resolve_device",
+    "seed_everything",
 ]

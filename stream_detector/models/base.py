@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -25,6 +26,7 @@ __all__ = [
     "get_detector_class",
     "register",
     "resolve_device",
+    "seed_everything",
 ]
 
 
@@ -33,6 +35,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch: weights are drawn at construction, before fit seeds."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,8 @@ class FitHistory:
     best_epoch: int = 0
     stopped_early: bool = False
     seconds: float = 0.0
+    # An ensemble's members' own histories (to_dict()), one per member; empty otherwise.
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def epochs(self) -> int:

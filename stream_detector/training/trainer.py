@@ -7,7 +7,6 @@ last 20 % of windows held out for validation (chronologically, like Keras'
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,24 +14,22 @@ from typing import Any, Literal
 
 import numpy as np
 import structlog
-import torch
 
 from stream_detector.data.smap_msl import load_series
 from stream_detector.data.windows import sliding_windows
-from stream_detector.models import FitConfig, build_detector, resolve_device
+from stream_detector.models import (
+    Detector,
+    FitConfig,
+    build_detector,
+    resolve_device,
+    seed_everything,
+)
 from stream_detector.training.checkpoint import Calibration, Checkpoint
 from stream_detector.training.scaler import StandardScaler
 
-__all__ = ["split_windows", "train_on_dataset", "train_on_series"]
+__all__ = ["calibrate", "split_windows", "train_on_dataset", "train_on_series"]
 
 log = structlog.get_logger(__name__)
-
-
-def _seed_everything(seed: int) -> None:
-    # Weight initialisation happens at construction, before fit seeds its own loop.
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def split_windows(
@@ -56,7 +53,8 @@ def split_windows(
     return np.concatenate(train_parts), np.concatenate(val_parts)
 
 
-def _check_series(series: Sequence[np.ndarray], channels: Sequence[str], window: int) -> int:
+def check_series(series: Sequence[np.ndarray], channels: Sequence[str], window: int) -> int:
+    """The series' common feature count; ValueError naming the series that is unusable."""
     if not series:
         raise ValueError("no training series given")
     names = (
@@ -93,6 +91,20 @@ def _fit_scaler(data: np.ndarray, scaling: Scaling) -> StandardScaler:
     raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
 
 
+def calibrate(
+    detector: Detector, train: np.ndarray, val: np.ndarray, last_series: np.ndarray
+) -> Calibration:
+    """The trained detector's scores on its training and validation windows, and its tail.
+
+    The tail is the scores at stride 1 of the end of ``last_series`` (scaled), in stream order.
+    """
+    scores = np.concatenate([detector.score_in_batches(train), detector.score_in_batches(val)])
+    last = last_series[-(PRIOR_TAIL + detector.window - 1) :]
+    return Calibration.from_scores(
+        scores, tail=detector.score_in_batches(sliding_windows(last, detector.window, 1))
+    )
+
+
 def train_on_series(
     kind: str,
     train_series: Sequence[np.ndarray],
@@ -120,7 +132,7 @@ def train_on_series(
     """
     config = fit_config or FitConfig()
     train_stride = stride if train_stride is None else train_stride
-    n_features = _check_series(train_series, channels, window)
+    n_features = check_series(train_series, channels, window)
 
     scaler = _fit_scaler(np.concatenate(train_series), scaling)
     scaled = [scaler.transform(s) for s in train_series]
@@ -131,7 +143,7 @@ def train_on_series(
             f"val_fraction {val_fraction}"
         )
 
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     detector = build_detector(kind, window, n_features, **(hyperparameters or {}))
     detector.to(resolve_device(config.device))
     log.info(
@@ -148,11 +160,7 @@ def train_on_series(
     )
     history = detector.fit(train, val, config, progress=progress)
 
-    scores = np.concatenate([detector.score_in_batches(train), detector.score_in_batches(val)])
-    last = scaled[-1][-(PRIOR_TAIL + window - 1) :]
-    calibration = Calibration.from_scores(
-        scores, tail=detector.score_in_batches(sliding_windows(last, window, 1))
-    )
+    calibration = calibrate(detector, train, val, scaled[-1])
     checkpoint = Checkpoint(
         detector=detector,
         scaler=scaler,

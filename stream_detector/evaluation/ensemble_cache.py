@@ -1,0 +1,108 @@
+"""An ensemble's score cache assembled from its members' score caches, without retraining.
+
+`evaluate --model ensemble --score-cache DIR` trains every member of every channel. When the
+members' own caches exist (one `evaluate --model lstm_dt --hp ...` each, same recipe
+otherwise), their checkpoints are the members that training would make (see
+``training.ensemble``), so the ensemble's cache is their combination: one ensemble checkpoint
+per channel, calibrated on its own train scores, and a recipe stamp that is the one
+`evaluate --model ensemble` writes. Its scores are computed on first use, as for any cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from stream_detector.data.smap_msl import load_series
+from stream_detector.evaluation.runner import ModelRecipe
+from stream_detector.evaluation.threshold_grid import ScoreCache
+from stream_detector.models.base import FitConfig, accepted_hyperparameters, get_detector_class
+from stream_detector.models.ensemble import DEFAULT_MEMBERS
+from stream_detector.training.checkpoint import load_checkpoint, save_checkpoint
+from stream_detector.training.ensemble import combine_checkpoints
+
+__all__ = ["combine_caches", "ensemble_recipe"]
+
+
+def _read_recipe(folder: Path) -> dict[str, Any]:
+    stamp = folder / "recipe.json"
+    if not stamp.is_file():
+        raise ValueError(f"{folder} is not a score cache: it has no recipe.json")
+    recipe: dict[str, Any] = json.loads(stamp.read_text())
+    return recipe
+
+
+def _with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """A member spec with every constructor default filled in, for comparing specs."""
+    init = inspect.signature(get_detector_class(spec["kind"]).__init__).parameters
+    defaults = {
+        name: param.default
+        for name, param in init.items()
+        if name in accepted_hyperparameters(spec["kind"]) and name != "score_features"
+    }
+    return {"kind": spec["kind"], "hyperparameters": {**defaults, **spec["hyperparameters"]}}
+
+
+def ensemble_recipe(member_recipes: list[dict[str, Any]]) -> ModelRecipe:
+    """The recipe `evaluate --model ensemble` would stamp for these members' recipes."""
+    first = member_recipes[0]
+    shared = ("window", "fit", "train_stride", "scaling")
+    for index, other in enumerate(member_recipes[1:], start=1):
+        for name in shared:
+            if other.get(name) != first.get(name):
+                raise ValueError(f"member cache {index} was made with another {name} than cache 0")
+    features = {json.dumps(r["hyperparameters"].get("score_features")) for r in member_recipes}
+    if len(features) != 1:
+        raise ValueError("the member caches score different columns (score_features)")
+    specs = [
+        {
+            "kind": r["kind"],
+            "hyperparameters": {
+                k: v for k, v in r["hyperparameters"].items() if k != "score_features"
+            },
+        }
+        for r in member_recipes
+    ]
+    hyperparameters: dict[str, Any] = {}
+    if [_with_defaults(spec) for spec in specs] != [_with_defaults(m) for m in DEFAULT_MEMBERS]:
+        # `--hp members=...` on the command line puts them in the recipe; the default does not.
+        hyperparameters["members"] = specs
+    score_features = member_recipes[0]["hyperparameters"].get("score_features")
+    if score_features is not None:
+        hyperparameters["score_features"] = score_features
+    return ModelRecipe(
+        kind="ensemble",
+        window=int(first["window"]),
+        hyperparameters=hyperparameters,
+        fit=FitConfig(**first["fit"]),
+        train_stride=int(first["train_stride"]),
+        scaling=first.get("scaling", "standard"),
+    )
+
+
+def combine_caches(members: list[Path], out: Path, root: Path, progress: bool = True) -> list[str]:
+    """Write the ensemble checkpoint of every channel all ``members`` caches hold into ``out``.
+
+    Channels already in ``out`` are kept. Returns the channels written.
+    """
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least two member caches, got {len(members)}")
+    recipe = ensemble_recipe([_read_recipe(folder) for folder in members])
+    cache = ScoreCache(out, recipe)  # checks or writes the stamp
+    channels = sorted(
+        set.intersection(*({p.stem for p in folder.glob("*.pt")} for folder in members))
+    )
+    written: list[str] = []
+    for chan in tqdm(channels, desc="combine", unit="channel", disable=not progress):
+        target = cache.folder / f"{chan}.pt"
+        if target.exists():
+            continue
+        checkpoints = [load_checkpoint(folder / f"{chan}.pt", device="cpu") for folder in members]
+        combined = combine_checkpoints(checkpoints, [load_series(root, chan, "train")])
+        save_checkpoint(combined, target)
+        written.append(chan)
+    return written

@@ -1,0 +1,186 @@
+"""Several detectors scoring the same window, their scores averaged (``kind = "ensemble"``).
+
+The threshold race's label-free rule picked the mean of two telemanom predictors, one trained
+to predict the next value and one trained to predict the next ten (both scored on the
+one-step-ahead error): docs/results.md, fifth look. Those are the default members.
+
+Each member is trained exactly as it would be alone: ``fit`` builds it afresh under the fit
+seed, then fits it with the same ``FitConfig``. So an ensemble of checkpoints trained one by
+one (see ``training.ensemble``) is the ensemble ``train`` would have made, bit for bit.
+
+Members share the window and the scaler (one checkpoint holds one of each): mix kinds trained
+on the same scaling, as the default's two ``lstm_dt`` are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from stream_detector.models.base import (
+    Detector,
+    FitConfig,
+    FitHistory,
+    accepted_hyperparameters,
+    build_detector,
+    register,
+    resolve_device,
+    seed_everything,
+)
+from stream_detector.models.lstm_dt import LSTMNextValuePredictor
+
+__all__ = ["DEFAULT_MEMBERS", "ScoreEnsemble", "summarise_histories"]
+
+# The rule's pick (docs/results.md, fifth look): telemanom's predictor with one predicted
+# value and with telemanom's ten, both scored on the first prediction.
+DEFAULT_MEMBERS: list[dict[str, Any]] = [
+    {"kind": "lstm_dt", "hyperparameters": {"n_predictions": 1}},
+    {"kind": "lstm_dt", "hyperparameters": {"n_predictions": 10}},
+]
+
+
+def summarise_histories(histories: list[FitHistory], lr: float) -> FitHistory:
+    """One entry: the members' mean train and validation loss at their own best epochs."""
+    return FitHistory(
+        train_loss=[float(np.mean([h.train_loss[h.best_epoch] for h in histories]))],
+        val_loss=(
+            [float(np.mean([h.val_loss[h.best_epoch] for h in histories]))]
+            if all(h.val_loss for h in histories)
+            else []
+        ),
+        learning_rates=[lr],
+        best_epoch=0,
+        stopped_early=any(h.stopped_early for h in histories),
+        seconds=sum(h.seconds for h in histories),
+        members=[h.to_dict() for h in histories],
+    )
+
+
+@register
+class ScoreEnsemble(Detector):
+    """The mean of its members' scores; each member trained as if alone."""
+
+    kind = "ensemble"
+    # The default members are lstm_dt: train the way it trains.
+    recipe_defaults = LSTMNextValuePredictor.recipe_defaults
+
+    def __init__(
+        self,
+        window: int,
+        n_features: int,
+        *,
+        members: list[dict[str, Any]] | None = None,
+        score_features: list[int] | None = None,
+    ) -> None:
+        super().__init__(window, n_features)
+        specs = DEFAULT_MEMBERS if members is None else members
+        if not isinstance(specs, list) or len(specs) < 2:
+            raise ValueError(f"members must be a list of at least two detectors, got {specs!r}")
+        self._specs: list[tuple[str, dict[str, Any]]] = []
+        for spec in specs:
+            if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
+                raise ValueError(
+                    f"each member must be {{'kind': ..., 'hyperparameters': {{...}}}}, got {spec!r}"
+                )
+            kind, params = spec["kind"], dict(spec.get("hyperparameters") or {})
+            if kind == self.kind:
+                raise ValueError("an ensemble cannot have an ensemble as a member")
+            # The command line's --score-features speaks for every member that scores columns.
+            if score_features is not None and "score_features" in accepted_hyperparameters(kind):
+                params.setdefault("score_features", list(score_features))
+            self._specs.append((kind, params))
+        self.members: list[Detector] = [self._build(i) for i in range(len(self._specs))]
+
+    def _build(self, index: int) -> Detector:
+        kind, params = self._specs[index]
+        return build_detector(kind, self.window, self.n_features, **params)
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        # Each member's full hyperparameters, defaults included: what rebuilds it exactly.
+        return {
+            "members": [
+                {"kind": member.kind, "hyperparameters": member.hyperparameters}
+                for member in self.members
+            ]
+        }
+
+    def to(self, device: str | torch.device) -> Self:
+        self.device = resolve_device(device)
+        for member in self.members:
+            member.to(self.device)
+        return self
+
+    def fit(
+        self,
+        train: np.ndarray,
+        val: np.ndarray | None,
+        config: FitConfig,
+        progress: bool = True,
+    ) -> FitHistory:
+        """Train each member as it would be trained alone; one summary entry of their losses.
+
+        The returned history has a single entry: the members' mean train and validation loss
+        at their own best epochs. Each member's full history is in ``members``.
+        """
+        self.check_windows(train)
+        histories: list[FitHistory] = []
+        for index in range(len(self.members)):
+            # As `train` would build it alone: the weights drawn right after seeding.
+            seed_everything(config.seed)
+            member = self._build(index).to(config.device)
+            histories.append(member.fit(train, val, config, progress=progress))
+            self.members[index] = member
+        self.device = self.members[0].device
+        return summarise_histories(histories, config.lr)
+
+    @classmethod
+    def of(cls, members: list[Detector]) -> Self:
+        """An ensemble of already trained detectors, which keep their weights."""
+        if not members:
+            raise ValueError("an ensemble needs members")
+        first = members[0]
+        shapes = {(m.window, m.n_features) for m in members}
+        if len(shapes) != 1:
+            raise ValueError(f"members differ in window or feature count: {sorted(shapes)}")
+        specs = [{"kind": m.kind, "hyperparameters": m.hyperparameters} for m in members]
+        ensemble = cls(first.window, first.n_features, members=specs)
+        ensemble.members = list(members)
+        ensemble.device = first.device
+        return ensemble
+
+    def score(self, windows: np.ndarray) -> np.ndarray:
+        """Mean of the members' scores (B,)."""
+        self.check_windows(windows)
+        if len(windows) == 0:
+            return np.zeros(0, dtype=np.float32)
+        total = self.members[0].score(windows).astype(np.float64)
+        for member in self.members[1:]:
+            total += member.score(windows)
+        return (total / len(self.members)).astype(np.float32)
+
+    def contributions(self, windows: np.ndarray) -> np.ndarray | None:
+        """Mean of the members' contributions, when every member has them."""
+        parts = [member.contributions(windows) for member in self.members]
+        if any(part is None for part in parts):
+            return None
+        return np.mean(np.stack(parts), axis=0).astype(np.float32)  # type: ignore[arg-type]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            f"members.{index}.{name}": tensor
+            for index, member in enumerate(self.members)
+            for name, tensor in member.state_dict().items()
+        }
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        parts: list[dict[str, torch.Tensor]] = [{} for _ in self.members]
+        for key, tensor in state_dict.items():
+            prefix, index, name = [*key.split(".", 2), "", ""][:3]
+            if prefix != "members" or not index.isdigit() or int(index) >= len(parts):
+                raise RuntimeError(f"unexpected key in an ensemble's state_dict: {key!r}")
+            parts[int(index)][name] = tensor
+        for member, part in zip(self.members, parts, strict=True):
+            member.load_state_dict(part)

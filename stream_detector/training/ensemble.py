@@ -1,0 +1,101 @@
+"""One ensemble checkpoint from member checkpoints trained one by one, without retraining.
+
+An ensemble's ``fit`` trains each member as it would be trained alone (see
+``models.ensemble``), so checkpoints trained separately with one recipe are the members
+``train --model ensemble`` would have made. What is not the members' is the calibration: it
+holds the ensemble's own scores on the training windows, so it is computed again here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import structlog
+
+from stream_detector.models.base import FitHistory
+from stream_detector.models.ensemble import ScoreEnsemble, summarise_histories
+from stream_detector.training.checkpoint import Checkpoint
+from stream_detector.training.trainer import calibrate, check_series, split_windows
+
+__all__ = ["combine_checkpoints"]
+
+log = structlog.get_logger(__name__)
+
+# What must be equal for checkpoints to be members of one ensemble checkpoint.
+_SHARED = ("window", "stride", "n_features", "channels", "dataset")
+_SHARED_FIT = ("config", "val_fraction", "train_stride", "scaling")
+
+
+def _shared(members: Sequence[Checkpoint]) -> None:
+    first = members[0]
+    for index, other in enumerate(members[1:], start=1):
+        for name in _SHARED:
+            if getattr(other, name) != getattr(first, name):
+                raise ValueError(
+                    f"member {index} differs from member 0 in {name}: "
+                    f"{getattr(other, name)!r} against {getattr(first, name)!r}"
+                )
+        if other.scaler.to_dict() != first.scaler.to_dict():
+            raise ValueError(f"member {index} has another scaler than member 0")
+        for name in _SHARED_FIT:
+            if other.fit.get(name) != first.fit.get(name):
+                raise ValueError(
+                    f"member {index} was trained with another {name}: "
+                    f"{other.fit.get(name)!r} against {first.fit.get(name)!r}"
+                )
+
+
+def combine_checkpoints(
+    members: Sequence[Checkpoint], train_series: Sequence[np.ndarray]
+) -> Checkpoint:
+    """The ensemble of ``members``, calibrated on the raw train series they were trained on.
+
+    ``train_series`` are the series of the members' channels, in their order. ValueError
+    when the members were not trained alike (window, scaler, channels, fit config, ...).
+    """
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
+    _shared(members)
+    first = members[0]
+    if check_series(train_series, first.channels, first.window) != first.n_features:
+        raise ValueError(f"train series do not have the members' {first.n_features} features")
+    detector = ScoreEnsemble.of([member.detector for member in members])
+    scaled = [first.scaler.transform(s) for s in train_series]
+    train, val = split_windows(
+        scaled, first.window, int(first.fit["train_stride"]), float(first.fit["val_fraction"])
+    )
+    histories = [_history(member.fit["history"]) for member in members]
+    history = summarise_histories(histories, float(first.fit["config"]["lr"]))
+    fit: dict[str, Any] = {
+        **{name: first.fit[name] for name in _SHARED_FIT if name in first.fit},
+        "history": history.to_dict(),
+        "train_windows": len(train),
+        "val_windows": len(val),
+    }
+    checkpoint = Checkpoint(
+        detector=detector,
+        scaler=first.scaler,
+        calibration=calibrate(detector, train, val, scaled[-1]),
+        window=first.window,
+        stride=first.stride,
+        n_features=first.n_features,
+        channels=list(first.channels),
+        dataset=first.dataset,
+        fit=fit,
+        created_at=time.time(),
+    )
+    log.info(
+        "ensemble_combined",
+        members=[member.model_version for member in members],
+        model_version=checkpoint.model_version,
+        channels=len(first.channels),
+    )
+    return checkpoint
+
+
+def _history(data: dict[str, Any]) -> FitHistory:
+    fields = {k: v for k, v in data.items() if k != "epochs"}
+    return FitHistory(**fields)

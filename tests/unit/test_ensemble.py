@@ -1,0 +1,256 @@
+"""The `ensemble` detector, its checkpoints combined from members, and its score caches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from stream_detector.evaluation.ensemble_cache import combine_caches, ensemble_recipe
+from stream_detector.evaluation.runner import ModelRecipe
+from stream_detector.evaluation.threshold_grid import ScoreCache
+from stream_detector.models import FitConfig, build_detector
+from stream_detector.models.ensemble import DEFAULT_MEMBERS, ScoreEnsemble
+from stream_detector.training import load_checkpoint, save_checkpoint, train_on_series
+from stream_detector.training.checkpoint import Checkpoint
+from stream_detector.training.ensemble import combine_checkpoints
+
+WINDOW = 16
+SMALL: list[dict[str, Any]] = [
+    {"kind": "lstm_dt", "hyperparameters": {"hidden": [6], "n_predictions": 1}},
+    {"kind": "lstm_dt", "hyperparameters": {"hidden": [5, 4], "n_predictions": 3}},
+]
+FIT = FitConfig(epochs=3, patience=2, batch_size=16, device="cpu", seed=7)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def series(length: int = 260, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    value = 0.5 * np.sin(2 * np.pi * t / 25) + rng.normal(0, 0.05, length)
+    flag = (t % 41 == 0).astype(float)
+    return np.stack([value, flag], axis=1).astype(np.float32)
+
+
+def train(kind: str, hyperparameters: dict[str, Any], data: np.ndarray) -> Checkpoint:
+    return train_on_series(
+        kind,
+        [data],
+        window=WINDOW,
+        channels=["X-1"],
+        dataset="synthetic",
+        hyperparameters=hyperparameters,
+        fit_config=FIT,
+        train_stride=2,
+        scaling="none",
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Checkpoint, list[Checkpoint]]:
+    """The ensemble trained by `train`, and its two members trained one by one."""
+    data = series()
+    ensemble = train("ensemble", {"members": SMALL}, data)
+    members = [train(spec["kind"], spec["hyperparameters"], data) for spec in SMALL]
+    return ensemble, members
+
+
+def test_each_member_is_trained_exactly_as_it_would_be_alone(
+    trained: tuple[Checkpoint, list[Checkpoint]],
+) -> None:
+    ensemble, members = trained
+    detector = ensemble.detector
+    assert isinstance(detector, ScoreEnsemble)
+    for inside, alone in zip(detector.members, members, strict=True):
+        weights, expected = inside.state_dict(), alone.detector.state_dict()
+        assert weights.keys() == expected.keys()
+        for name in weights:
+            assert torch.equal(weights[name], expected[name]), name
+    # One summary entry: the members' mean validation loss at their own best epochs.
+    best = [min(m.fit["history"]["val_loss"]) for m in members]
+    assert ensemble.fit["history"]["val_loss"] == pytest.approx([np.mean(best)])
+    assert len(ensemble.fit["history"]["members"]) == 2
+
+
+def test_an_ensemble_scores_the_mean_of_its_members(
+    trained: tuple[Checkpoint, list[Checkpoint]],
+) -> None:
+    ensemble, members = trained
+    windows = np.lib.stride_tricks.sliding_window_view(series(seed=3), WINDOW, axis=0)
+    windows = np.ascontiguousarray(windows.transpose(0, 2, 1))
+    expected = (members[0].score_raw(windows) + members[1].score_raw(windows)) / 2
+    np.testing.assert_allclose(ensemble.score_raw(windows), expected, rtol=1e-6)
+
+
+def test_combined_checkpoints_are_the_ensemble_train_makes(
+    trained: tuple[Checkpoint, list[Checkpoint]], tmp_path: Path
+) -> None:
+    ensemble, members = trained
+    combined = combine_checkpoints(members, [series()])
+    assert combined.model_version == ensemble.model_version
+    assert combined.calibration.quantiles == pytest.approx(ensemble.calibration.quantiles)
+    assert combined.calibration.tail == pytest.approx(ensemble.calibration.tail)
+    # And it survives a save and a load, weights, members and all.
+    loaded = load_checkpoint(save_checkpoint(combined, tmp_path / "e.pt"), device="cpu")
+    assert loaded.model_version == combined.model_version
+    assert loaded.detector.hyperparameters == combined.detector.hyperparameters
+
+
+def test_members_trained_differently_are_refused(
+    trained: tuple[Checkpoint, list[Checkpoint]],
+) -> None:
+    _, members = trained
+    other_seed = train_on_series(
+        "lstm_dt",
+        [series()],
+        window=WINDOW,
+        channels=["X-1"],
+        dataset="synthetic",
+        hyperparameters={"hidden": [6]},
+        fit_config=FitConfig(epochs=1, batch_size=16, device="cpu", seed=8),
+        train_stride=2,
+        scaling="none",
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="another config"):
+        combine_checkpoints([members[0], other_seed], [series()])
+    standardised = train("lstm_dt", {"hidden": [6]}, series()).scaler
+    rescaled = Checkpoint(**{**members[1].__dict__, "scaler": type(standardised).fit(series())})
+    with pytest.raises(ValueError, match="another scaler"):
+        combine_checkpoints([members[0], rescaled], [series()])
+    with pytest.raises(ValueError, match="at least two"):
+        combine_checkpoints(members[:1], [series()])
+
+
+def test_bad_member_lists_fail_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="at least two"):
+        build_detector("ensemble", WINDOW, 2, members=SMALL[:1])
+    with pytest.raises(ValueError, match="ensemble as a member"):
+        build_detector("ensemble", WINDOW, 2, members=[SMALL[0], {"kind": "ensemble"}])
+    with pytest.raises(KeyError, match="unknown detector kind"):
+        build_detector("ensemble", WINDOW, 2, members=[SMALL[0], {"kind": "nope"}])
+    with pytest.raises(ValueError, match="'kind'"):
+        build_detector("ensemble", WINDOW, 2, members=[SMALL[0], "lstm_dt"])
+
+
+def test_the_default_members_are_the_races_pick_and_take_the_scored_columns() -> None:
+    detector = build_detector("ensemble", 251, 25, score_features=[0])
+    members = detector.hyperparameters["members"]
+    assert [m["kind"] for m in members] == ["lstm_dt", "lstm_dt"]
+    assert [m["hyperparameters"]["n_predictions"] for m in members] == [1, 10]
+    assert [m["hyperparameters"]["scored_prediction"] for m in members] == ["first", "first"]
+    assert all(m["hyperparameters"]["score_features"] == [0] for m in members)
+    assert DEFAULT_MEMBERS[0]["hyperparameters"] == {"n_predictions": 1}
+
+
+def _write_cache(
+    folder: Path, kind: str, hyperparameters: dict[str, Any], ckpt: Checkpoint
+) -> None:
+    recipe = ModelRecipe(kind, WINDOW, hyperparameters, FIT, train_stride=2, scaling="none")
+    cache = ScoreCache(folder, recipe)
+    save_checkpoint(ckpt, cache.folder / "X-1.pt")
+
+
+def test_two_member_caches_combine_into_a_cache_stamped_as_evaluate_stamps_it(
+    trained: tuple[Checkpoint, list[Checkpoint]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ensemble, members = trained
+    folders = [tmp_path / "one", tmp_path / "two"]
+    for folder, spec, member in zip(folders, SMALL, members, strict=True):
+        _write_cache(folder, "lstm_dt", {**spec["hyperparameters"], "score_features": [0]}, member)
+    monkeypatch.setattr(
+        "stream_detector.evaluation.ensemble_cache.load_series", lambda root, chan, split: series()
+    )
+    assert combine_caches(folders, tmp_path / "ens", tmp_path, progress=False) == ["X-1"]
+    # Not the default members: the stamp names them, as `--hp members=...` would.
+    wanted = ModelRecipe(
+        "ensemble",
+        WINDOW,
+        {"members": SMALL, "score_features": [0]},
+        FIT,
+        train_stride=2,
+        scaling="none",
+    )
+    stamp = json.loads((tmp_path / "ens" / "recipe.json").read_text())
+    assert stamp == json.loads(json.dumps(wanted.describe()))
+    # A checkpoint without scores is loaded to be scored, never retrained.
+    loaded = ScoreCache(tmp_path / "ens", wanted).load("X-1")
+    assert loaded is not None
+    assert loaded[0].model_version == ensemble.model_version
+    assert loaded[1] == {}
+    # A second run leaves what is there.
+    assert combine_caches(folders, tmp_path / "ens", tmp_path, progress=False) == []
+
+
+def test_the_default_members_caches_get_the_stamp_of_evaluate_model_ensemble() -> None:
+    common = {"window": 251, "fit": FIT.to_dict(), "train_stride": 2, "scaling": "none"}
+    recipes = [
+        {**common, "kind": "lstm_dt", "hyperparameters": {"score_features": [0]}},
+        {
+            **common,
+            "kind": "lstm_dt",
+            "hyperparameters": {"n_predictions": 10, "score_features": [0]},
+        },
+    ]
+    recipe = ensemble_recipe(recipes)
+    assert recipe.kind == "ensemble"
+    assert recipe.hyperparameters == {"score_features": [0]}
+    with pytest.raises(ValueError, match="another window"):
+        ensemble_recipe([recipes[0], {**recipes[1], "window": 100}])
+
+
+SMAP_MSL_ROOT = Path("/work/shared/datasets/smap_msl")
+
+
+@pytest.mark.skipif(not SMAP_MSL_ROOT.is_dir(), reason="SMAP/MSL data not present")
+def test_the_combine_command_makes_an_ensemble_checkpoint_and_names_what_differs(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from stream_detector.cli import main
+    from stream_detector.training import train_on_dataset
+
+    paths = []
+    for name, chan, spec in (
+        ("a", "D-12", SMALL[0]),
+        ("b", "D-12", SMALL[1]),
+        ("c", "A-6", SMALL[1]),
+    ):
+        ckpt = train_on_dataset(
+            SMAP_MSL_ROOT,
+            [chan],
+            "lstm_dt",
+            window=WINDOW,
+            hyperparameters=spec["hyperparameters"],
+            fit_config=FitConfig(epochs=1, batch_size=64, device="cpu"),
+            scaling="none",
+            progress=False,
+        )
+        paths.append(str(save_checkpoint(ckpt, tmp_path / f"{name}.pt")))
+    out = tmp_path / "e.pt"
+    args = ["combine", paths[0], paths[1], "--out", str(out), "--data-root", str(SMAP_MSL_ROOT)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "model=ensemble" in result.output
+    loaded = load_checkpoint(out, device="cpu")
+    assert loaded.detector.kind == "ensemble"
+    assert loaded.channels == ["D-12"]
+    refused = CliRunner().invoke(main, [*args[:2], paths[2], *args[3:]])
+    assert refused.exit_code != 0
+    assert "differs from member 0 in channels" in refused.output
