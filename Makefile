@@ -72,7 +72,7 @@ evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels →
 # sharing one score cache, then every variant of RACE_GRID judged on the cached scores.
 # RACE_FLAGS changes the recipe (it needs its own RACE_CACHE), e.g. telemanom's full
 # training on a GPU machine: RACE_FLAGS="--epochs 35 --patience 10 --train-stride 1".
-RACE_MODEL ?= lstm_dt
+RACE_MODEL ?= ensemble
 RACE_GRID ?= docs/threshold-race-lstm-dt.json
 RACE_CACHE ?= artifacts/cache/$(RACE_MODEL)
 RACE_FLAGS ?=
@@ -91,7 +91,8 @@ race: race-cache ## the threshold race: race-cache, then every variant of RACE_G
 	  --thresholds $(RACE_GRID) --score-cache $(RACE_CACHE) --out artifacts/eval/race-$(RACE_MODEL)
 
 # The ensemble's members trained one by one (two race caches), then combined without
-# retraining: `make race RACE_MODEL=ensemble` after this only scores.
+# retraining: `make race` after this only scores. (`make race` alone trains the ensemble per
+# channel, the same models: docs/models.md.)
 race-ensemble-cache: install ## the ensemble's race cache from its members' race caches
 	$(MAKE) race-cache RACE_MODEL=lstm_dt RACE_CACHE=artifacts/cache/lstm_dt
 	$(MAKE) race-cache RACE_MODEL=lstm_dt RACE_CACHE=artifacts/cache/lstm_dt_np10 RACE_FLAGS="--hp n_predictions=10"

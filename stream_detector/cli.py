@@ -125,7 +125,7 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     help="Channel id to train on (repeatable), e.g. --channel A-1.",
 )
 @click.option(
-    "--model", "kind", default="lstm_dt", show_default=True, help="Detector kind (any registered)."
+    "--model", "kind", default="ensemble", show_default=True, help="Detector kind (any registered)."
 )
 @click.option("--window", type=int, default=None, help=f"Window length W. {_MODEL_DEFAULT}")
 @click.option(
@@ -343,7 +343,7 @@ def _parse_hp(item: str) -> tuple[str, Any]:
 
 @main.command()
 @click.option(
-    "--model", "kind", default="lstm_dt", show_default=True, help="Detector kind (any registered)."
+    "--model", "kind", default="ensemble", show_default=True, help="Detector kind (any registered)."
 )
 @click.option(
     "--dataset", type=click.Choice(["smap", "msl", "both"]), default="smap", show_default=True

@@ -254,3 +254,24 @@ def test_the_combine_command_makes_an_ensemble_checkpoint_and_names_what_differs
     refused = CliRunner().invoke(main, [*args[:2], paths[2], *args[3:]])
     assert refused.exit_code != 0
     assert "differs from member 0 in channels" in refused.output
+
+
+@pytest.mark.skipif(not SMAP_MSL_ROOT.is_dir(), reason="SMAP/MSL data not present")
+def test_train_makes_an_ensemble_unless_told_otherwise(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from stream_detector.cli import main
+
+    out = tmp_path / "default.pt"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train", "--channel", "D-12", "--window", str(WINDOW), "--epochs", "1",
+            "--hp", f"members={json.dumps(SMALL)}", "--data-root", str(SMAP_MSL_ROOT),
+            "--out", str(out), "--no-progress",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    loaded = load_checkpoint(out, device="cpu")
+    assert loaded.detector.kind == "ensemble"
+    assert loaded.fit["scaling"] == "none"  # the ensemble's recipe defaults are lstm_dt's
