@@ -13,6 +13,7 @@ Needs Kafka and Redis running (`make services-up`). Prints what it measured and 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
@@ -262,11 +263,11 @@ def main(
     from stream_detector.serving import ServedModel
 
     served = ServedModel.load(checkpoint, device="cpu")
-    hp = served.checkpoint.detector.hyperparameters
+    hp = json.dumps(served.checkpoint.detector.hyperparameters, sort_keys=True)
     click.echo(
         f"model: {served.model_info.name} {served.model_info.version} ({checkpoint}), "
-        f"window {served.window}, units {hp.get('hidden1')}/{hp.get('hidden2')}/"
-        f"{hp.get('latent')}, stride {served.stride}: one window scored per step"
+        f"window {served.window}, hyperparameters {hp}, stride {served.stride}: "
+        "one window scored per step"
     )
     click.echo(
         "daemon settings: " + (" ".join(f"{k}={v}" for k, v in overrides.items()) or "the defaults")
