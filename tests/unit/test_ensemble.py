@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from stream_detector.models.ensemble import DEFAULT_MEMBERS, ScoreEnsemble
 from stream_detector.training import load_checkpoint, save_checkpoint, train_on_series
 from stream_detector.training.checkpoint import Checkpoint
 from stream_detector.training.ensemble import combine_checkpoints
+from stream_detector.training.scaler import StandardScaler
 
 WINDOW = 16
 SMALL: list[dict[str, Any]] = [
@@ -28,12 +28,7 @@ SMALL: list[dict[str, Any]] = [
 FIT = FitConfig(epochs=3, patience=2, batch_size=16, device="cpu", seed=7)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def series(length: int = 260, seed: int = 0) -> np.ndarray:
@@ -127,8 +122,7 @@ def test_members_trained_differently_are_refused(
     )
     with pytest.raises(ValueError, match="another config"):
         combine_checkpoints([members[0], other_seed], [series()])
-    standardised = train("lstm_dt", {"hidden": [6]}, series()).scaler
-    rescaled = Checkpoint(**{**members[1].__dict__, "scaler": type(standardised).fit(series())})
+    rescaled = Checkpoint(**{**members[1].__dict__, "scaler": StandardScaler.fit(series())})
     with pytest.raises(ValueError, match="another scaler"):
         combine_checkpoints([members[0], rescaled], [series()])
     with pytest.raises(ValueError, match="at least two"):

@@ -6,7 +6,6 @@ checked for the registered GANs by ``test_models.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +37,7 @@ WINDOW = 20
 N_FEATURES = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Keep one thread for this module even if another module changed it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sine_series(length: int, seed: int) -> np.ndarray:
