@@ -42,6 +42,14 @@ _scaling_option = click.option(
 )
 
 
+_data_root_option = click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="SMAP/MSL folder [default: SD_DATA__ROOT].",
+)
+
+
 def _recipe(kind: str, given: dict[str, Any]) -> RecipeDefaults:
     """The model's recipe defaults, with the command-line options of the same names that
     were set (``ctx.params``) on top."""
@@ -162,12 +170,7 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     help="Model hyperparameter, e.g. --hp hidden1=64 (repeatable).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="SMAP/MSL folder [default: SD_DATA__ROOT].",
-)
+@_data_root_option
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -248,12 +251,7 @@ def train(
     required=True,
     help="The ensemble's checkpoint file, or its score-cache folder when MEMBERS are folders.",
 )
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="SMAP/MSL folder, for the calibration on train [default: SD_DATA__ROOT].",
-)
+@_data_root_option
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.pass_context
 def combine(
@@ -400,12 +398,7 @@ def _parse_hp(item: str) -> tuple[str, Any]:
     help="With --thresholds: keep each channel's checkpoint and scores here and reuse them "
     "on the next run with the same recipe (no retraining).",
 )
-@click.option(
-    "--data-root",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="SMAP/MSL folder [default: SD_DATA__ROOT].",
-)
+@_data_root_option
 @click.pass_context
 def evaluate(
     ctx: click.Context,

@@ -39,11 +39,8 @@ def _read_recipe(folder: Path) -> dict[str, Any]:
 def _with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     """A member spec with every constructor default filled in, for comparing specs."""
     init = inspect.signature(get_detector_class(spec["kind"]).__init__).parameters
-    defaults = {
-        name: param.default
-        for name, param in init.items()
-        if name in accepted_hyperparameters(spec["kind"]) and name != "score_features"
-    }
+    accepted = set(accepted_hyperparameters(spec["kind"])) - {"score_features"}
+    defaults = {name: param.default for name, param in init.items() if name in accepted}
     return {"kind": spec["kind"], "hyperparameters": {**defaults, **spec["hyperparameters"]}}
 
 

@@ -100,6 +100,11 @@ class FitHistory:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "epochs": self.epochs}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """The history ``to_dict`` wrote (its derived ``epochs`` is dropped)."""
+        return cls(**{k: v for k, v in data.items() if k != "epochs"})
+
 
 def checked_score_features(columns: list[int], n_features: int) -> list[int]:
     """``columns`` as ints; ValueError unless it is a non-empty list of column indices."""

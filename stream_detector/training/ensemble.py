@@ -67,7 +67,7 @@ def combine_checkpoints(
     train, val = split_windows(
         scaled, first.window, int(first.fit["train_stride"]), float(first.fit["val_fraction"])
     )
-    histories = [_history(member.fit["history"]) for member in members]
+    histories = [FitHistory.from_dict(member.fit["history"]) for member in members]
     history = summarise_histories(histories, float(first.fit["config"]["lr"]))
     fit: dict[str, Any] = {
         **{name: first.fit[name] for name in _SHARED_FIT if name in first.fit},
@@ -94,8 +94,3 @@ def combine_checkpoints(
         channels=len(first.channels),
     )
     return checkpoint
-
-
-def _history(data: dict[str, Any]) -> FitHistory:
-    fields = {k: v for k, v in data.items() if k != "epochs"}
-    return FitHistory(**fields)

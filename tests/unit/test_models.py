@@ -210,7 +210,7 @@ def test_fit_reduces_the_loss(trained: Any) -> None:
     detector, history = trained
     bar = SCORE_BARS.get(detector.kind, ScoreBar())
     # An ensemble has no epochs of its own: each of its members trained.
-    members = [FitHistory(**{k: v for k, v in m.items() if k != "epochs"}) for m in history.members]
+    members = [FitHistory.from_dict(m) for m in history.members]
     for run in members or [history]:
         best = run.val_loss[run.best_epoch]
         assert best < bar.val_ratio * run.val_loss[0]
