@@ -40,6 +40,17 @@ raise its own threshold (telemanom's window takes every error) — except after
 ``relearn_after`` anomalous scores in a row (0: never), so that a lasting change of the
 error level becomes the new normal instead of keeping an episode open forever.
 
+**Judged in the window (``in_window``).** Protection has a cost telemanom does not pay:
+after an anomaly the smoothed error decays over ~``span`` steps, and against an ε learned
+from normal errors alone that tail stays "anomalous" long after the anomaly (the streamed
+episodes ran ~170 steps longer than telemanom's on SMAP, docs/results.md). telemanom's ε
+for those steps is computed on a window that holds the anomaly's own errors, which raises
+it. With ``in_window``, from a hit until the smoothed error is back under the protected ε
+(the *excursion*), a point is a hit only if it is also above the ε that `find_z` gives on
+that window: the protected errors before the excursion, then every error of the excursion
+so far, in order (causal). Entering a run is judged as before, and the protected state is
+not touched: the window view decides, it is never learned.
+
 Defaults: telemanom's published parameters (span 105, window 2,100, batch 70, error buffer
 100, p 0.13, error floor 0.05), plus the two additions of this form — re-learning after 100
 anomalous scores and spikes above twice the window's raw maximum — as chosen without test
@@ -118,7 +129,7 @@ class TelemanomThreshold(ThresholdStrategy):
     # on every score, anomalous or not; the window of errors and what is derived from it
     # (ε, the largest normal error) are protected.
     volatile_keys: ClassVar[frozenset[str]] = frozenset(
-        {"es", "n", "values", "run", "run_inv", "buffer_left", "streak"}
+        {"es", "n", "values", "run", "run_inv", "buffer_left", "streak", "exc", "exc_learned"}
     )
 
     def __init__(
@@ -136,6 +147,7 @@ class TelemanomThreshold(ThresholdStrategy):
         protect: bool = True,
         prior_tail: int = 0,
         spike_margin: float = 1.0,
+        in_window: bool = False,
     ) -> None:
         if span < 1 or batch < 1 or window < 2 * batch:
             raise ValueError("need span >= 1, batch >= 1 and window >= 2·batch")
@@ -162,6 +174,7 @@ class TelemanomThreshold(ThresholdStrategy):
         if spike_margin < 0:
             raise ValueError("need spike_margin >= 0 (0: off)")
         self.spike_margin = spike_margin
+        self.in_window = in_window
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -179,6 +192,7 @@ class TelemanomThreshold(ThresholdStrategy):
             "protect": self.protect,
             "prior_tail": self.prior_tail,
             "spike_margin": self.spike_margin,
+            "in_window": self.in_window,
         }
 
     @property
@@ -205,6 +219,10 @@ class TelemanomThreshold(ThresholdStrategy):
             "raw_maxima": [],
             "raw_block": None,
             "raw_fill": 0,
+            # The excursion's smoothed errors in order, and how many of them were learned
+            # (those are also the last entries of "buf"): `in_window` only.
+            "exc": [],
+            "exc_learned": 0,
         }
         tail = [] if prior is None else [x for x in prior.tail if math.isfinite(x)]
         tail = tail[len(tail) - self.prior_tail :] if self.prior_tail else []
@@ -238,6 +256,24 @@ class TelemanomThreshold(ThresholdStrategy):
         # telemanom measures the signal's spread once per window, as it does ε.
         state["floor"] = self._floor(state["values"])
         state["since"] = 0
+
+    def _window_view(
+        self, state: ThresholdState, es: float
+    ) -> tuple[float, float, float | None] | None:
+        """ε, the mean and the inverted ε of the window telemanom would judge ``es`` in: the
+        protected errors learned before the excursion, then the excursion's own errors up
+        to and including ``es``."""
+        buf, exc = state["buf"], state["exc"]
+        before = buf[: len(buf) - min(state["exc_learned"], len(buf))]
+        errors = np.asarray((before + exc + [es])[-self.window :], dtype=np.float64)
+        if len(errors) < 2 * self.batch:
+            return None
+        mean, sd = float(errors.mean()), float(errors.std())
+        eps = mean + sd * find_z(errors, self.error_buffer)
+        eps_inv = None
+        if self.inverted:
+            eps_inv = mean + sd * find_z(2 * mean - errors, self.error_buffer)
+        return eps, mean, eps_inv
 
     def _learn_raw(self, state: ThresholdState, score: float) -> None:
         """Block maxima (``batch`` scores each) of the raw scores of the window."""
@@ -274,14 +310,22 @@ class TelemanomThreshold(ThresholdStrategy):
             state["values"] = _pushed(state["values"], float(value), self.window)
         ready = state["n"] > self.warmup and state["eps"] is not None
         hit = False
+        outside = True  # back under the protected ε on both sides
         if ready:
             floor = float(state["floor"])
+            view = self._window_view(state, es) if self.in_window and state.get("exc") else None
             high = es > max(state["eps"], floor)
+            outside = not high
+            if view is not None:
+                high = high and es > view[0]
             state["run"] = max(state["run"], es) if high else 0.0
             hit = high and state["run"] * (1 - self.p) >= state["normal_max"]
             if self.inverted and state["eps_inv"] is not None:
                 flipped = 2 * state["mean"] - es
                 low = flipped > max(state["eps_inv"], floor)
+                outside = outside and not low
+                if view is not None and view[2] is not None:
+                    low = low and 2 * view[1] - es > view[2]
                 state["run_inv"] = max(state["run_inv"], flipped) if low else 0.0
                 hit = hit or (low and state["run_inv"] * (1 - self.p) >= state["normal_max_inv"])
             hit = hit or self._spike(state, score, floor)
@@ -297,6 +341,14 @@ class TelemanomThreshold(ThresholdStrategy):
             or not hit
             or (self.relearn_after > 0 and state["streak"] > self.relearn_after)
         )
+        if self.in_window and math.isfinite(es):
+            state.setdefault("exc", [])  # a state saved before `in_window` existed
+            state.setdefault("exc_learned", 0)
+            if state["exc"] and outside and not hit:
+                state["exc"], state["exc_learned"] = [], 0
+            elif state["exc"] or hit:
+                state["exc"] = _pushed(state["exc"], es, self.window)
+                state["exc_learned"] += int(learn)
         if learn and math.isfinite(es):
             self._learn_raw(state, score)
             state["buf"] = _pushed(state["buf"], es, self.window)

@@ -290,3 +290,49 @@ def test_telemanom_flags_a_one_step_spike_the_smoothing_hides():
     # Twice the window's largest raw score is needed: 2.1 is not.
     thr, state = _warm_telemanom(span=105, spike_margin=1.0, min_error=0.1)
     assert thr.step(state, 2.1)[1].status == "normal"
+
+
+def _excursion(thr, state, block):
+    statuses = []
+    for x in block:
+        state, d = thr.step(state, x)
+        statuses.append(d.status)
+    return state, statuses
+
+
+def test_telemanom_in_window_ends_the_run_when_the_anomaly_raises_its_own_epsilon():
+    # Five errors of 10, then a tail of 2.0: far above the protected ε (< 1.5), but in the
+    # window that holds the five 10s (μ ≈ 1.28, σ ≈ 1.37) ε is μ + 2.5σ ≈ 4.7 or more.
+    block = [10.0] * 5 + [2.0] * 8 + [1.05] * 3
+    thr, state = _warm_telemanom()
+    _, plain = _excursion(thr, state, block)
+    assert plain == ["anomalous"] * 15 + ["normal"]  # the tail is a run, then 2 buffer steps
+    thr, state = _warm_telemanom(in_window=True)
+    protected = list(state["buf"])
+    after, judged = _excursion(thr, state, block)
+    # The 10s are hits; the first 2.0 is judged in the window and is not, so only the error
+    # buffer (3: the hit and 2 steps after it) carries the episode past the anomaly.
+    assert judged == ["anomalous"] * 7 + ["normal"] * 9
+    # By hand: the window for the first 2.0 is the protected errors, the five 10s, the 2.0.
+    errors = np.array((protected + [10.0] * 5 + [2.0])[-200:])
+    from stream_detector.thresholds.telemanom import find_z
+
+    eps = errors.mean() + errors.std() * find_z(errors, 3)
+    assert 2.0 < eps < 10.0
+    # The excursion ends back under the protected ε; nothing anomalous was learned.
+    assert after["exc"] == [] and after["exc_learned"] == 0
+    learned = [x for x in after["buf"][-9:]]
+    assert 10.0 not in learned and learned[-3:] == [1.05] * 3
+
+
+def test_telemanom_in_window_enters_a_run_as_before_and_survives_a_round_trip():
+    thr, state = _warm_telemanom(in_window=True)
+    plain_thr, plain = _warm_telemanom()
+    assert thr.step(state, 10.0)[1] == plain_thr.step(plain, 10.0)[1]  # entry: same decision
+    block = [10.0] * 5 + [2.0] * 8 + [1.05] * 3
+    mid, first = _excursion(thr, state, block[:6])
+    restored = json.loads(json.dumps(mid))  # what Redis would hand back, mid-excursion
+    _, rest = _excursion(thr, mid, block[6:])
+    _, rest_restored = _excursion(thr, restored, block[6:])
+    assert rest == rest_restored
+    assert first + rest == ["anomalous"] * 7 + ["normal"] * 9
