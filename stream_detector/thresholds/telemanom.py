@@ -311,6 +311,7 @@ class TelemanomThreshold(ThresholdStrategy):
         ready = state["n"] > self.warmup and state["eps"] is not None
         hit = False
         outside = True  # back under the protected ε on both sides
+        view = None
         if ready:
             floor = float(state["floor"])
             view = self._window_view(state, es) if self.in_window and state.get("exc") else None
@@ -335,6 +336,8 @@ class TelemanomThreshold(ThresholdStrategy):
             state["buffer_left"] -= 1
             hit = True  # telemanom's error buffer: the steps after a hit belong to it
         threshold = None if state["eps"] is None else float(state["eps"])
+        if threshold is not None and view is not None:
+            threshold = max(threshold, view[0])  # what the score was held to
         state["streak"] = state["streak"] + 1 if hit else 0
         learn = (
             not self.protect
