@@ -48,8 +48,9 @@ for those steps is computed on a window that holds the anomaly's own errors, whi
 it. With ``in_window``, from a hit until the smoothed error is back under the protected ε
 (the *excursion*), a point is a hit only if it is also above the ε that `find_z` gives on
 that window: the protected errors before the excursion, then every error of the excursion
-so far, in order (causal). Entering a run is judged as before, and the protected state is
-not touched: the window view decides, it is never learned.
+so far, in order (causal). Entering a run is judged as before. The view itself is never
+stored, but a point it clears is normal, and normal points are learned: the tail of an
+anomaly then enters the protected window, which can move ε for later decisions.
 
 Defaults: telemanom's published parameters (span 105, window 2,100, batch 70, error buffer
 100, p 0.13, error floor 0.05), plus the two additions of this form — re-learning after 100
