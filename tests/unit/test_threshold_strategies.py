@@ -13,6 +13,7 @@ from stream_detector.thresholds import available_thresholds, build_threshold
 from stream_detector.thresholds.base import ScorePrior
 from stream_detector.thresholds.p2 import p2_estimate, p2_initial, p2_update
 from stream_detector.thresholds.spot import fit_gpd, gpd_log_likelihood, tail_quantile
+from stream_detector.thresholds.state_codec import pack_state, unpack_state
 
 PRIOR = ScorePrior(
     n=1000,
@@ -330,10 +331,13 @@ def test_telemanom_in_window_enters_a_run_as_before_and_survives_a_round_trip():
     thr, state = _warm_telemanom(in_window=True)
     plain_thr, plain = _warm_telemanom()
     assert thr.step(state, 10.0)[1] == plain_thr.step(plain, 10.0)[1]  # entry: same decision
-    block = [10.0] * 5 + [2.0] * 8 + [1.05] * 3
-    mid, first = _excursion(thr, state, block[:6])
-    restored = json.loads(json.dumps(mid))  # what Redis would hand back, mid-excursion
-    _, rest = _excursion(thr, mid, block[6:])
-    _, rest_restored = _excursion(thr, restored, block[6:])
-    assert rest == rest_restored
-    assert first + rest == ["anomalous"] * 7 + ["normal"] * 9
+    block = [10.0] * 20 + [2.0] * 8 + [1.05] * 3
+    mid, first = _excursion(thr, state, block[:21])
+    # What the Redis store hands back mid-excursion: the excursion's 21 errors packed.
+    packed = pack_state(mid)
+    assert set(packed["exc"]) == {"__f64__"}
+    restored = unpack_state(json.loads(json.dumps(packed)))
+    left, rest = _excursion(thr, mid, block[21:])
+    left_restored, rest_restored = _excursion(thr, restored, block[21:])
+    assert rest == rest_restored and left == left_restored
+    assert first + rest == ["anomalous"] * 22 + ["normal"] * 9
