@@ -303,7 +303,7 @@ def _excursion(thr, state, block):
 
 def test_telemanom_in_window_ends_the_run_when_the_anomaly_raises_its_own_epsilon():
     # Five errors of 10, then a tail of 2.0: far above the protected ε (< 1.5), but in the
-    # window that holds the five 10s (μ ≈ 1.28, σ ≈ 1.37) ε is μ + 2.5σ ≈ 4.7 or more.
+    # window that holds the five 10s (μ ≈ 1.28, σ ≈ 1.40) telemanom's z is 6: ε ≈ 9.67.
     block = [10.0] * 5 + [2.0] * 8 + [1.05] * 3
     thr, state = _warm_telemanom()
     _, plain = _excursion(thr, state, block)
@@ -318,8 +318,9 @@ def test_telemanom_in_window_ends_the_run_when_the_anomaly_raises_its_own_epsilo
     errors = np.array((protected + [10.0] * 5 + [2.0])[-200:])
     from stream_detector.thresholds.telemanom import find_z
 
-    eps = errors.mean() + errors.std() * find_z(errors, 3)
-    assert 2.0 < eps < 10.0
+    assert find_z(errors, 3) == 6.0
+    eps = errors.mean() + errors.std() * 6.0
+    assert eps == pytest.approx(9.669, abs=1e-3)
     at_tail, _ = _excursion(thr, state, block[:5])
     assert thr.step(at_tail, 2.0)[1].threshold == pytest.approx(eps)  # what 2.0 was held to
     # The excursion ends back under the protected ε; nothing anomalous was learned.
