@@ -240,17 +240,24 @@ class TelemanomThreshold(ThresholdStrategy):
                 self._refresh(state)
         return state
 
-    def _refresh(self, state: ThresholdState) -> None:
-        errors = np.asarray(state["buf"], dtype=np.float64)
+    def _epsilons(self, errors: np.ndarray) -> tuple[float, float, float | None]:
+        """The window's mean, its ε, and the ε of its errors flipped around the mean (None
+        unless ``inverted``)."""
         mean, sd = float(errors.mean()), float(errors.std())
         eps = mean + sd * find_z(errors, self.error_buffer)
+        if not self.inverted:
+            return mean, eps, None
+        return mean, eps, mean + sd * find_z(2 * mean - errors, self.error_buffer)
+
+    def _refresh(self, state: ThresholdState) -> None:
+        errors = np.asarray(state["buf"], dtype=np.float64)
+        mean, eps, eps_inv = self._epsilons(errors)
         below = errors[errors <= eps]
         state["mean"] = mean
         state["eps"] = eps
         state["normal_max"] = float(below.max()) if len(below) else eps
-        if self.inverted:
+        if eps_inv is not None:
             flipped = 2 * mean - errors
-            eps_inv = mean + sd * find_z(flipped, self.error_buffer)
             below_inv = flipped[flipped <= eps_inv]
             state["eps_inv"] = eps_inv
             state["normal_max_inv"] = float(below_inv.max()) if len(below_inv) else eps_inv
@@ -261,7 +268,7 @@ class TelemanomThreshold(ThresholdStrategy):
     def _window_view(
         self, state: ThresholdState, es: float
     ) -> tuple[float, float, float | None] | None:
-        """ε, the mean and the inverted ε of the window telemanom would judge ``es`` in: the
+        """The mean, ε and inverted ε of the window telemanom would judge ``es`` in: the
         protected errors learned before the excursion, then the excursion's own errors up
         to and including ``es``."""
         buf, exc = state["buf"], state["exc"]
@@ -269,12 +276,7 @@ class TelemanomThreshold(ThresholdStrategy):
         errors = np.asarray((before + exc + [es])[-self.window :], dtype=np.float64)
         if len(errors) < 2 * self.batch:
             return None
-        mean, sd = float(errors.mean()), float(errors.std())
-        eps = mean + sd * find_z(errors, self.error_buffer)
-        eps_inv = None
-        if self.inverted:
-            eps_inv = mean + sd * find_z(2 * mean - errors, self.error_buffer)
-        return eps, mean, eps_inv
+        return self._epsilons(errors)
 
     def _learn_raw(self, state: ThresholdState, score: float) -> None:
         """Block maxima (``batch`` scores each) of the raw scores of the window."""
@@ -312,14 +314,14 @@ class TelemanomThreshold(ThresholdStrategy):
         ready = state["n"] > self.warmup and state["eps"] is not None
         hit = False
         outside = True  # back under the protected ε on both sides
-        view = None
+        in_excursion = ready and self.in_window and bool(state.get("exc"))
+        view = self._window_view(state, es) if in_excursion else None
         if ready:
             floor = float(state["floor"])
-            view = self._window_view(state, es) if self.in_window and state.get("exc") else None
             high = es > max(state["eps"], floor)
             outside = not high
             if view is not None:
-                high = high and es > view[0]
+                high = high and es > view[1]
             state["run"] = max(state["run"], es) if high else 0.0
             hit = high and state["run"] * (1 - self.p) >= state["normal_max"]
             if self.inverted and state["eps_inv"] is not None:
@@ -327,7 +329,7 @@ class TelemanomThreshold(ThresholdStrategy):
                 low = flipped > max(state["eps_inv"], floor)
                 outside = outside and not low
                 if view is not None and view[2] is not None:
-                    low = low and 2 * view[1] - es > view[2]
+                    low = low and 2 * view[0] - es > view[2]
                 state["run_inv"] = max(state["run_inv"], flipped) if low else 0.0
                 hit = hit or (low and state["run_inv"] * (1 - self.p) >= state["normal_max_inv"])
             hit = hit or self._spike(state, score, floor)
@@ -338,7 +340,7 @@ class TelemanomThreshold(ThresholdStrategy):
             hit = True  # telemanom's error buffer: the steps after a hit belong to it
         threshold = None if state["eps"] is None else float(state["eps"])
         if threshold is not None and view is not None:
-            threshold = max(threshold, view[0])  # what the score was held to
+            threshold = max(threshold, view[1])  # what the score was held to
         state["streak"] = state["streak"] + 1 if hit else 0
         learn = (
             not self.protect
