@@ -70,25 +70,28 @@ evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels →
 
 # The threshold race (docs/results.md): RACE_MODEL trained per channel by JOBS processes
 # sharing one score cache, then every variant of RACE_GRID judged on the cached scores.
-# RACE_FLAGS changes the recipe (it needs its own RACE_CACHE), e.g. telemanom's full
-# training on a GPU machine: RACE_FLAGS="--epochs 35 --patience 10 --train-stride 1".
-RACE_MODEL ?= ensemble
+# RACE_MODEL empty (the default) is the default detector, `lstm_dt` with n_predictions 10,
+# whose cache is artifacts/cache/lstm_dt_np10. RACE_FLAGS changes the recipe (it needs its
+# own RACE_CACHE), e.g. telemanom's full training on a GPU machine:
+# RACE_FLAGS="--epochs 35 --patience 10 --train-stride 1".
+RACE_MODEL ?=
 RACE_GRID ?= docs/threshold-race-lstm-dt.json
-RACE_CACHE ?= artifacts/cache/$(RACE_MODEL)
+RACE_NAME = $(or $(RACE_MODEL),default)
+RACE_CACHE ?= artifacts/cache/$(or $(RACE_MODEL),lstm_dt_np10)
 RACE_FLAGS ?=
 JOBS ?= 2
 race-cache: install ## the race's training only: RACE_MODEL per channel by JOBS processes into RACE_CACHE
 	mkdir -p artifacts/eval
 	pids=(); for i in $$(seq 0 $$(($(JOBS) - 1))); do \
-	  SD_MODEL__TORCH_THREADS=1 $(BIN)/stream-detector evaluate --model $(RACE_MODEL) --dataset both $(RACE_FLAGS) \
+	  SD_MODEL__TORCH_THREADS=1 $(BIN)/stream-detector evaluate $(if $(RACE_MODEL),--model $(RACE_MODEL)) --dataset both $(RACE_FLAGS) \
 	    --thresholds $(RACE_GRID) --score-cache $(RACE_CACHE) --shard $$i/$(JOBS) \
-	    --out artifacts/eval/race-$(RACE_MODEL)-shard-$$i > artifacts/eval/race-$(RACE_MODEL)-shard-$$i.log 2>&1 & pids+=($$!); \
+	    --out artifacts/eval/race-$(RACE_NAME)-shard-$$i > artifacts/eval/race-$(RACE_NAME)-shard-$$i.log 2>&1 & pids+=($$!); \
 	done; status=0; for p in "$${pids[@]}"; do wait $$p || status=1; done; \
-	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/race-$(RACE_MODEL)-shard-*.log; exit 1; fi
+	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/race-$(RACE_NAME)-shard-*.log; exit 1; fi
 
 race: race-cache ## the threshold race: race-cache, then every variant of RACE_GRID → artifacts/eval/race-RACE_MODEL
-	$(BIN)/stream-detector evaluate --model $(RACE_MODEL) --dataset both $(RACE_FLAGS) \
-	  --thresholds $(RACE_GRID) --score-cache $(RACE_CACHE) --out artifacts/eval/race-$(RACE_MODEL)
+	$(BIN)/stream-detector evaluate $(if $(RACE_MODEL),--model $(RACE_MODEL)) --dataset both $(RACE_FLAGS) \
+	  --thresholds $(RACE_GRID) --score-cache $(RACE_CACHE) --out artifacts/eval/race-$(RACE_NAME)
 
 # The ensemble's members trained one by one (two race caches), then combined without
 # retraining: `make race` after this only scores. (`make race` alone trains the ensemble per

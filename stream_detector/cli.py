@@ -33,6 +33,14 @@ def _limit_torch_threads(settings: Settings) -> None:
 _MODEL_DEFAULT = "[default: the model's own; `stream-detector models` lists them]"
 
 
+_model_option = click.option(
+    "--model",
+    "kind",
+    default=None,
+    help="Detector kind (any registered) [default: lstm_dt with --hp n_predictions=10, the "
+    "default configuration's detector; --model lstm_dt alone has n_predictions 1].",
+)
+
 _scaling_option = click.option(
     "--scaling",
     type=click.Choice(["standard", "none"]),
@@ -132,9 +140,7 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     required=True,
     help="Channel id to train on (repeatable), e.g. --channel A-1.",
 )
-@click.option(
-    "--model", "kind", default="ensemble", show_default=True, help="Detector kind (any registered)."
-)
+@_model_option
 @click.option("--window", type=int, default=None, help=f"Window length W. {_MODEL_DEFAULT}")
 @click.option(
     "--stride", type=int, default=1, show_default=True, help="Serve a window every S steps."
@@ -182,7 +188,7 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
 def train(
     ctx: click.Context,
     channels: tuple[str, ...],
-    kind: str,
+    kind: str | None,
     window: int | None,
     stride: int,
     train_stride: int | None,
@@ -207,7 +213,7 @@ def train(
     _limit_torch_threads(settings)
     root = data_root or settings.data.root
     target = out or settings.model.checkpoint
-    hyperparameters = _hyperparameters(score_features, hyper)
+    kind, hyperparameters = _detector(kind, _hyperparameters(score_features, hyper))
     recipe = _recipe(kind, ctx.params)
     fit = FitConfig(
         epochs=recipe.epochs,
@@ -315,6 +321,16 @@ def models() -> None:
         )
 
 
+def _detector(kind: str | None, hyperparameters: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The kind and hyperparameters to build: the given ones, or without --model the default
+    detector's, the command line's --hp overriding its own."""
+    if kind is not None:
+        return kind, hyperparameters
+    from stream_detector.models import DEFAULT_DETECTOR
+
+    return DEFAULT_DETECTOR["kind"], {**DEFAULT_DETECTOR["hyperparameters"], **hyperparameters}
+
+
 def _hyperparameters(score_features: str, hyper: tuple[str, ...]) -> dict[str, Any]:
     hyperparameters: dict[str, Any] = {}
     if score_features.strip().lower() != "all":
@@ -340,9 +356,7 @@ def _parse_hp(item: str) -> tuple[str, Any]:
 
 
 @main.command()
-@click.option(
-    "--model", "kind", default="ensemble", show_default=True, help="Detector kind (any registered)."
-)
+@_model_option
 @click.option(
     "--dataset", type=click.Choice(["smap", "msl", "both"]), default="smap", show_default=True
 )
@@ -402,7 +416,7 @@ def _parse_hp(item: str) -> tuple[str, Any]:
 @click.pass_context
 def evaluate(
     ctx: click.Context,
-    kind: str,
+    kind: str | None,
     dataset: str,
     channels: tuple[str, ...],
     shard: str | None,
@@ -434,11 +448,12 @@ def evaluate(
     settings = _settings(ctx)
     _limit_torch_threads(settings)
     root = data_root or settings.data.root
+    kind, hyperparameters = _detector(kind, _hyperparameters(score_features, hyper))
     defaults = _recipe(kind, ctx.params)
     recipe = ModelRecipe(
         kind=kind,
         window=defaults.window,
-        hyperparameters=_hyperparameters(score_features, hyper),
+        hyperparameters=hyperparameters,
         fit=FitConfig(
             epochs=defaults.epochs,
             patience=defaults.patience,

@@ -78,9 +78,9 @@ class BatchingSettings(BaseModel):
 
 class ThresholdSettings(BaseModel):
     # telemanom's threshold streamed, with its defaults (error buffer 100, re-learning after
-    # 100, spikes ×2) and one hit opening an episode: the configuration chosen without test
-    # labels in docs/results.md ("The threshold race", second round, for lstm_dt; kept by the
-    # same rule in the fifth and sixth looks, with the default model `ensemble`).
+    # 100, spikes ×1.5) and one hit opening an episode: the configuration chosen without test
+    # labels in docs/results.md ("The threshold race", second round; its spike margin and the
+    # default detector, `lstm_dt` with n_predictions 10, by the same rule in the eighth look).
     kind: str = "telemanom"
     params: dict[str, Any] = Field(
         default_factory=dict,

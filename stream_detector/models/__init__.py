@@ -4,6 +4,8 @@ Importing this package registers the built-in models; a new model is one module 
 decorates its class with ``@register`` and is imported here.
 """
 
+from typing import Any, Final
+
 from stream_detector.models import dense_ae as _dense_ae  # noqa: F401 - registers "dense_ae"
 from stream_detector.models import ensemble as _ensemble  # noqa: F401 - registers "ensemble"
 from stream_detector.models import gans as _gans  # noqa: F401 - registers the GANs
@@ -30,7 +32,17 @@ from stream_detector.models.base import (
 from stream_detector.models.lstm_ae import LSTMAutoencoder
 from stream_detector.models.reconstruction import ReconstructionDetector
 
+# What `train` and `evaluate` build when no --model is given: the detector of the default
+# configuration, picked with its threshold by the threshold race's label-free rule
+# (docs/results.md, eighth look). `--model lstm_dt` alone is telemanom's predictor with
+# n_predictions 1.
+DEFAULT_DETECTOR: Final[dict[str, Any]] = {
+    "kind": "lstm_dt",
+    "hyperparameters": {"n_predictions": 10},
+}
+
 __all__ = [
+    "DEFAULT_DETECTOR",
     "Detector",
     "FitConfig",
     "FitHistory",

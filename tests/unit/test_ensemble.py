@@ -251,18 +251,18 @@ def test_the_combine_command_makes_an_ensemble_checkpoint_and_names_what_differs
 
 
 @pytest.mark.skipif(not SMAP_MSL_ROOT.is_dir(), reason="SMAP/MSL data not present")
-def test_train_makes_an_ensemble_unless_told_otherwise(tmp_path: Path) -> None:
+def test_train_model_ensemble_takes_its_members_recipe(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from stream_detector.cli import main
 
-    out = tmp_path / "default.pt"
+    out = tmp_path / "ensemble.pt"
     result = CliRunner().invoke(
         main,
         [
-            "train", "--channel", "D-12", "--window", str(WINDOW), "--epochs", "1",
-            "--hp", f"members={json.dumps(SMALL)}", "--data-root", str(SMAP_MSL_ROOT),
-            "--out", str(out), "--no-progress",
+            "train", "--channel", "D-12", "--model", "ensemble", "--window", str(WINDOW),
+            "--epochs", "1", "--hp", f"members={json.dumps(SMALL)}",
+            "--data-root", str(SMAP_MSL_ROOT), "--out", str(out), "--no-progress",
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output

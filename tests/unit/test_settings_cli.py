@@ -138,3 +138,63 @@ def test_bench_daemon_env_takes_settings_but_not_its_own_plumbing() -> None:
     for bad in ("THRESHOLD__KIND=x", "SD_ALERTS__LEAD", "SD_KAFKA__GROUP_ID=g"):
         with pytest.raises(click.BadParameter):
             _parse_daemon_env((bad,))
+
+
+REPO = Path(__file__).resolve().parents[2]
+# The default configuration's threshold and episode rules as the race grid names them: the
+# label-free pick of docs/results.md's eighth look (with `lstm_dt`, n_predictions 10).
+RACE_PICK = "telemanom, buffer 100, relearn 100, spikes ×1.5"
+
+
+def test_the_default_settings_are_the_race_pick(clean_env) -> None:
+    from stream_detector.evaluation.threshold_grid import load_grid
+    from stream_detector.settings import Settings
+    from stream_detector.thresholds.base import build_threshold
+
+    (pick,) = [
+        v for v in load_grid(REPO / "docs/threshold-race-lstm-dt.json") if v.name == RACE_PICK
+    ]
+    default, picked = Settings(), pick.settings(Settings())
+    assert picked.alerts == default.alerts
+    built = [build_threshold(s.threshold.kind, **s.threshold.params) for s in (default, picked)]
+    assert built[0].describe() == built[1].describe()
+    assert built[0].describe()["spike_margin"] == 0.5
+
+
+def test_without_model_train_and_evaluate_build_the_default_detector() -> None:
+    from stream_detector.cli import _detector
+    from stream_detector.models import DEFAULT_DETECTOR
+
+    assert DEFAULT_DETECTOR == {"kind": "lstm_dt", "hyperparameters": {"n_predictions": 10}}
+    assert _detector(None, {"score_features": [0]}) == (
+        "lstm_dt",
+        {"n_predictions": 10, "score_features": [0]},
+    )
+    assert _detector(None, {"n_predictions": 3})[1] == {"n_predictions": 3}  # --hp wins
+    # A named kind is that kind's own defaults: lstm_dt alone keeps n_predictions 1.
+    assert _detector("lstm_dt", {"score_features": [0]}) == ("lstm_dt", {"score_features": [0]})
+    assert _detector("ensemble", {}) == ("ensemble", {})
+
+
+def test_train_help_names_the_default_detector(clean_env) -> None:
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert result.exit_code == 0 and "n_predictions=10" in result.output
+
+
+@pytest.mark.skipif(not SMAP_MSL.is_dir(), reason="SMAP/MSL data not present")
+def test_train_without_model_trains_the_default_detector(clean_env, tmp_path) -> None:
+    from stream_detector.training import load_checkpoint
+
+    out = tmp_path / "default.pt"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train", "--channel", "D-12", "--window", "16", "--epochs", "1", "--hp", "hidden=[6]",
+            "--data-root", str(SMAP_MSL), "--out", str(out), "--no-progress",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    detector = load_checkpoint(out, device="cpu").detector
+    assert detector.kind == "lstm_dt"
+    assert detector.hyperparameters["n_predictions"] == 10
+    assert detector.hyperparameters["hidden"] == [6]  # --hp beside the default's own

@@ -161,6 +161,23 @@ def test_the_label_free_rule_reads_validation_alarms_and_injected_f1_only():
     assert threshold_grid.label_free_choice({"noisy": results["noisy"]}) is None
 
 
+def test_the_tie_break_rule_prefers_the_tighter_of_two_variants_that_find_the_same():
+    both = [("SMAP", 0), ("MSL", 0)]
+    results = {
+        # Both find both anomalies (event F1 1). "wide" flags 100 points per channel,
+        # composite F1 2·0.1/1.1 ≈ 0.18; "tight" flags 20, composite 2·0.5/1.5 ≈ 0.67.
+        "wide": _result(both, [(0, 99), (0, 99)]),
+        "tight": _result(both, [(5, 24), (5, 24)]),
+        # Tighter still, but it misses MSL's anomaly: a lower event F1 is never redeemed.
+        "tightest": _result(both, [(10, 19), None]),
+    }
+    assert threshold_grid.label_free_choice(results) == "wide"  # the race's rule: grid order
+    assert threshold_grid.label_free_choice(results, tie_break_composite=True) == "tight"
+    # Ties on composite F1 too: grid order again.
+    results["tight too"] = _result(both, [(0, 19), (10, 29)])
+    assert threshold_grid.label_free_choice(results, tie_break_composite=True) == "tight"
+
+
 def test_rank_correlation_by_hand():
     rho = threshold_grid.rank_correlation
     assert rho([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
