@@ -89,7 +89,7 @@ race-cache: install ## the race's training only: RACE_MODEL per channel by JOBS 
 	done; status=0; for p in "$${pids[@]}"; do wait $$p || status=1; done; \
 	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/race-$(RACE_NAME)-shard-*.log; exit 1; fi
 
-race: race-cache ## the threshold race: race-cache, then every variant of RACE_GRID → artifacts/eval/race-RACE_MODEL
+race: race-cache ## the threshold race: race-cache, then every variant of RACE_GRID → artifacts/eval/race-RACE_MODEL (race-default without one)
 	$(BIN)/stream-detector evaluate $(if $(RACE_MODEL),--model $(RACE_MODEL)) --dataset both $(RACE_FLAGS) \
 	  --thresholds $(RACE_GRID) --score-cache $(RACE_CACHE) --out artifacts/eval/race-$(RACE_NAME)
 

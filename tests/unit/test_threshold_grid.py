@@ -178,6 +178,41 @@ def test_the_tie_break_rule_prefers_the_tighter_of_two_variants_that_find_the_sa
     assert threshold_grid.label_free_choice(results, tie_break_composite=True) == "tight"
 
 
+def test_the_choice_margin_bootstraps_channels_and_is_symmetric():
+    rows = [("SMAP", 0)] * 4 + [("MSL", 0)] * 4
+    results = {
+        "all": _result(rows, [(10, 19)] * 8),  # finds every injected anomaly
+        "none": _result(rows, [None] * 8),
+        "all too": _result(rows, [(10, 19)] * 8),
+        # Misses one SMAP anomaly of four: behind "all" in every draw that holds C-0 and
+        # level in those that do not. A draw of 4 from 4 misses C-0 with (3/4)^4 ≈ 0.32.
+        "one less": _result(rows, [None] + [(10, 19)] * 7),
+    }
+    margin = threshold_grid.choice_margin
+    assert margin(results, "all", "none") == 1.0 and margin(results, "none", "all") == 0.0
+    assert margin(results, "all", "all too") == 0.5  # never told apart
+    ahead = margin(results, "all", "one less", resamples=4000)
+    assert ahead == pytest.approx((1 - 0.75**4) + 0.5 * 0.75**4, abs=0.03)
+    assert margin(results, "one less", "all", resamples=4000) == pytest.approx(1 - ahead)
+    results["elsewhere"] = _result([("SMAP", 0)] * 8, [(10, 19)] * 8)
+    results["elsewhere"].injected_rows[0] = results["all"].injected_rows[1]
+    with pytest.raises(ValueError, match="same channels"):
+        margin(results, "all", "elsewhere")
+
+
+def test_the_grid_report_names_the_runner_up_and_the_margin(tmp_path):
+    both = [("SMAP", 0), ("MSL", 0)]
+    results = {
+        "half": _result(both, [(10, 19), None]),
+        "wide": _result(both, [(0, 99), (0, 99)]),
+    }
+    for res in results.values():
+        res.injected_kinds = [["spike"] for _ in res.injected]
+    doc = threshold_grid.write_grid(results, DATA, "dense_ae", tmp_path, []).read_text()
+    # One channel per data set: "wide" finds the MSL anomaly "half" misses in every draw.
+    assert "`wide`; the runner-up is `half`, and the choice stays ahead of it in 100%" in doc
+
+
 def test_rank_correlation_by_hand():
     rho = threshold_grid.rank_correlation
     assert rho([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
