@@ -451,6 +451,10 @@ def label_free_scores(results: dict[str, VariantResult]) -> dict[str, dict[str, 
     return out
 
 
+# Two means of the same counts can differ in the last bits by summation order alone.
+_TIE = 1e-9
+
+
 def label_free_choice(
     results: dict[str, VariantResult], *, tie_break_composite: bool = False
 ) -> str | None:
@@ -483,10 +487,6 @@ def label_free_choice(
         elif tie_break_composite and abs(f1 - best[0]) <= tie and composite > best[1]:
             best = (best[0], composite, name)
     return None if best is None else best[2]
-
-
-# Two means of the same counts can differ in the last bits by summation order alone.
-_TIE = 1e-9
 
 
 def choice_margin(
