@@ -94,8 +94,8 @@ race: race-cache ## the threshold race: race-cache, then every variant of RACE_G
 	  --thresholds $(RACE_GRID) --score-cache $(RACE_CACHE) --out artifacts/eval/race-$(RACE_NAME)
 
 # The ensemble's members trained one by one (two race caches), then combined without
-# retraining: `make race` after this only scores. (`make race` alone trains the ensemble per
-# channel, the same models: docs/models.md.)
+# retraining: `make race RACE_MODEL=ensemble` after this only scores. (Without this, that
+# trains the ensemble per channel, the same models: docs/models.md.)
 race-ensemble-cache: install ## the ensemble's race cache from its members' race caches
 	$(MAKE) race-cache RACE_MODEL=lstm_dt RACE_CACHE=artifacts/cache/lstm_dt
 	$(MAKE) race-cache RACE_MODEL=lstm_dt RACE_CACHE=artifacts/cache/lstm_dt_np10 RACE_FLAGS="--hp n_predictions=10"
