@@ -307,7 +307,7 @@ def combine(
 @main.command()
 def models() -> None:
     """List the registered detector kinds and how `train` and `evaluate` train each by default."""
-    from stream_detector.models import available_detectors, get_detector_class
+    from stream_detector.models import DEFAULT_DETECTOR, available_detectors, get_detector_class
 
     click.echo(
         f"{'kind':<20} {'window':>6} {'scaling':>8} {'epochs':>6} {'patience':>8} "
@@ -319,6 +319,12 @@ def models() -> None:
             f"{kind:<20} {d.window:>6} {d.scaling:>8} {d.epochs:>6} {d.patience:>8} "
             f"{d.batch_size:>5} {d.train_stride:>12}"
         )
+    hyper = " ".join(
+        f"--hp {k}={json.dumps(v)}" for k, v in DEFAULT_DETECTOR["hyperparameters"].items()
+    )
+    click.echo(
+        f"\nwithout --model: {DEFAULT_DETECTOR['kind']} {hyper} (docs/results.md, eighth look)"
+    )
 
 
 def _detector(kind: str | None, hyperparameters: dict[str, Any]) -> tuple[str, dict[str, Any]]:

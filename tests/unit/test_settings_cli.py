@@ -198,3 +198,9 @@ def test_train_without_model_trains_the_default_detector(clean_env, tmp_path) ->
     assert detector.kind == "lstm_dt"
     assert detector.hyperparameters["n_predictions"] == 10
     assert detector.hyperparameters["hidden"] == [6]  # --hp beside the default's own
+
+
+def test_models_names_what_train_builds_without_model(clean_env) -> None:
+    result = CliRunner().invoke(main, ["models"])
+    assert result.exit_code == 0
+    assert "without --model: lstm_dt --hp n_predictions=10" in result.output
