@@ -63,7 +63,7 @@ raw units of SMAP/MSL (a checkpoint trained with ``--scaling none``, as `lstm_dt
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -74,6 +74,15 @@ from stream_detector.thresholds.base import (
     ThresholdStrategy,
     register_threshold,
 )
+
+
+class _Epsilons(NamedTuple):
+    """What `find_z` makes of a window: its mean, ε, and the ε of its errors flipped around
+    the mean (None unless the threshold is ``inverted``)."""
+
+    mean: float
+    eps: float
+    eps_inv: float | None
 
 
 def _dilate(flags: np.ndarray, radius: int) -> np.ndarray:
@@ -241,14 +250,12 @@ class TelemanomThreshold(ThresholdStrategy):
                 self._refresh(state)
         return state
 
-    def _epsilons(self, errors: np.ndarray) -> tuple[float, float, float | None]:
-        """The window's mean, its ε, and the ε of its errors flipped around the mean (None
-        unless ``inverted``)."""
+    def _epsilons(self, errors: np.ndarray) -> _Epsilons:
         mean, sd = float(errors.mean()), float(errors.std())
         eps = mean + sd * find_z(errors, self.error_buffer)
         if not self.inverted:
-            return mean, eps, None
-        return mean, eps, mean + sd * find_z(2 * mean - errors, self.error_buffer)
+            return _Epsilons(mean, eps, None)
+        return _Epsilons(mean, eps, mean + sd * find_z(2 * mean - errors, self.error_buffer))
 
     def _refresh(self, state: ThresholdState) -> None:
         errors = np.asarray(state["buf"], dtype=np.float64)
@@ -266,9 +273,7 @@ class TelemanomThreshold(ThresholdStrategy):
         state["floor"] = self._floor(state["values"])
         state["since"] = 0
 
-    def _window_view(
-        self, state: ThresholdState, es: float
-    ) -> tuple[float, float, float | None] | None:
+    def _window_view(self, state: ThresholdState, es: float) -> _Epsilons | None:
         """The mean, ε and inverted ε of the window telemanom would judge ``es`` in: the
         protected errors learned before the excursion, then the excursion's own errors up
         to and including ``es``."""
@@ -322,15 +327,15 @@ class TelemanomThreshold(ThresholdStrategy):
             high = es > max(state["eps"], floor)
             outside = not high
             if view is not None:
-                high = high and es > view[1]
+                high = high and es > view.eps
             state["run"] = max(state["run"], es) if high else 0.0
             hit = high and state["run"] * (1 - self.p) >= state["normal_max"]
             if self.inverted and state["eps_inv"] is not None:
                 flipped = 2 * state["mean"] - es
                 low = flipped > max(state["eps_inv"], floor)
                 outside = outside and not low
-                if view is not None and view[2] is not None:
-                    low = low and 2 * view[0] - es > view[2]
+                if view is not None and view.eps_inv is not None:
+                    low = low and 2 * view.mean - es > view.eps_inv
                 state["run_inv"] = max(state["run_inv"], flipped) if low else 0.0
                 hit = hit or (low and state["run_inv"] * (1 - self.p) >= state["normal_max_inv"])
             hit = hit or self._spike(state, score, floor)
@@ -341,7 +346,7 @@ class TelemanomThreshold(ThresholdStrategy):
             hit = True  # telemanom's error buffer: the steps after a hit belong to it
         threshold = None if state["eps"] is None else float(state["eps"])
         if threshold is not None and view is not None:
-            threshold = max(threshold, view[1])  # what the score was held to
+            threshold = max(threshold, view.eps)  # what the score was held to
         state["streak"] = state["streak"] + 1 if hit else 0
         learn = (
             not self.protect
