@@ -418,6 +418,13 @@ def _parse_hp(item: str) -> tuple[str, Any]:
     help="With --thresholds: keep each channel's checkpoint and scores here and reuse them "
     "on the next run with the same recipe (no retraining).",
 )
+@click.option(
+    "--injection-copies",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --thresholds: inject each held-out train part this many times, with other "
+    "seeds, for the label-free columns [default: 8].",
+)
 @_data_root_option
 @click.pass_context
 def evaluate(
@@ -439,6 +446,7 @@ def evaluate(
     no_plots: bool,
     grid: Path | None,
     score_cache: Path | None,
+    injection_copies: int | None,
     data_root: Path | None,
 ) -> None:
     """Train per channel, score each test split causally through the daemon's engine, and
@@ -472,14 +480,30 @@ def evaluate(
     target = out or Path("artifacts/eval") / f"{kind}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if score_cache is not None and grid is None:
         raise click.BadParameter("needs --thresholds", param_hint="--score-cache")
+    if injection_copies is not None and grid is None:
+        raise click.BadParameter("needs --thresholds", param_hint="--injection-copies")
     selected = list(channels) or None
     if shard is not None:
         selected = _shard_channels(root, dataset, selected, shard)
     if grid is not None:
-        from stream_detector.evaluation.threshold_grid import load_grid, run_grid, write_grid
+        from stream_detector.evaluation.threshold_grid import (
+            INJECTION_COPIES,
+            load_grid,
+            run_grid,
+            write_grid,
+        )
 
         variants = load_grid(grid)
-        results = run_grid(root, dataset, recipe, settings, variants, selected, cache=score_cache)
+        results = run_grid(
+            root,
+            dataset,
+            recipe,
+            settings,
+            variants,
+            selected,
+            cache=score_cache,
+            injection_copies=injection_copies or INJECTION_COPIES,
+        )
         doc = write_grid(results, root, kind, target, variants)
         click.echo(doc.read_text())
         return

@@ -62,6 +62,11 @@ INJECTION_LENGTH = 150
 INJECTION_MARGIN = 100
 # The cache key of the injected run's scores: change it whenever the injection changes.
 INJECTED_KEY = "injected_v2"
+# Each held-out part is injected this many times, with different seeds (copy 0 is the
+# injection of INJECTED_KEY alone). One copy gives a data set a few dozen anomalies, and the
+# eighth look's choice between two models then came down to one of them (docs/results.md,
+# "Ninth look").
+INJECTION_COPIES = 8
 # The cache key of the scorer that made a channel's cached scores.
 SCORER_KEY = "scorer"
 
@@ -121,12 +126,14 @@ class VariantResult:
     counts: list[ChannelCounts] = field(default_factory=list)
     rows: list[LabelRow] = field(default_factory=list)
     oracle: bool = False  # fitted on the test labels: an upper bound, not a result
-    # Label-free: each channel's held-out train part with synthetic anomalies injected.
+    # Label-free: each channel's held-out train part with synthetic anomalies injected, one
+    # run per copy of the injection (`INJECTION_COPIES`), a channel's copies side by side.
     injected: list[ChannelCounts] = field(default_factory=list)
     injected_rows: list[LabelRow] = field(default_factory=list)
-    # The kind of each injected anomaly, per channel in injected_rows order.
+    # The kind of each injected anomaly, per run in injected_rows order.
     injected_kinds: list[list[str]] = field(default_factory=list)
-    # Per channel, in injected_rows order: the validation run's episodes and steps.
+    # Per channel, in validation_rows order: the clean held-out run's episodes and steps.
+    validation_rows: list[LabelRow] = field(default_factory=list)
     validation_by_channel: list[int] = field(default_factory=list)
     validation_steps_by_channel: list[int] = field(default_factory=list)
 
@@ -251,11 +258,12 @@ def scorer_of(checkpoint: Checkpoint) -> str:
     )
 
 
-def held_out_injection(train: np.ndarray, chan: str, window: int) -> Injected:
+def held_out_injection(train: np.ndarray, chan: str, window: int, copy: int = 0) -> Injected:
     """Synthetic anomalies in the held-out part of train: labels that are not test labels.
 
     The stretch of train before that part is context, so the threshold is warm when the
-    anomalies come. Seeded by the channel name: every run injects the same anomalies.
+    anomalies come. Seeded by the channel name and the copy: every run injects the same
+    anomalies, and each copy of one channel other ones (copy 0 is the first injection's).
     """
     split = int(len(train) * (1 - VALIDATION_FRACTION))
     lead = min(split, window + INJECTION_WARMUP)
@@ -266,11 +274,16 @@ def held_out_injection(train: np.ndarray, chan: str, window: int) -> Injected:
     return inject_anomalies(
         train[split - lead :],
         spread=spread,
-        seed=zlib.crc32(chan.encode()),
+        seed=zlib.crc32((chan if copy == 0 else f"{chan}/{copy}").encode()),
         lead=lead,
         length=INJECTION_LENGTH,
         margin=INJECTION_MARGIN,
     )
+
+
+def injected_key(copy: int) -> str:
+    """The score cache's key of one copy's injected run (copy 0's predates the copies)."""
+    return INJECTED_KEY if copy == 0 else f"{INJECTED_KEY}_copy{copy}"
 
 
 def judge_injected(
@@ -293,12 +306,16 @@ def grid_channel(
     variants: Sequence[ThresholdVariant],
     results: dict[str, VariantResult],
     cache: ScoreCache | None = None,
+    injection_copies: int = INJECTION_COPIES,
 ) -> None:
     chan = rows[0].chan_id
     train = load_series(root, chan, "train")
     test = load_series(root, chan, "test")
     validation = train[int(len(train) * (1 - VALIDATION_FRACTION)) :]
-    injected = held_out_injection(train, chan, recipe.window)
+    injections = {
+        injected_key(copy): held_out_injection(train, chan, recipe.window, copy)
+        for copy in range(injection_copies)
+    }
     cached = cache.load(chan) if cache is not None else None
     scores: dict[str, np.ndarray] = {}
     if cached is not None:
@@ -308,7 +325,7 @@ def grid_channel(
     model = ServedModel(checkpoint)
     series = {"test": test}
     if len(validation) > checkpoint.window:
-        series |= {"validation": validation, INJECTED_KEY: injected.values}
+        series |= {"validation": validation} | {k: i.values for k, i in injections.items()}
     missing = [name for name in series if name not in scores]
     for name in missing:
         scores[name] = _raw_scores(base, model, chan, series[name])
@@ -326,13 +343,13 @@ def grid_channel(
             result.rows.append(row)
         if "validation" in series:
             val_eps = run_engine(settings, model, chan, validation, scores["validation"]).episodes()
+            result.validation_rows.append(rows[0])
             result.validation_by_channel.append(len(val_eps))
             result.validation_steps_by_channel.append(len(validation))
-            result.injected.append(
-                judge_injected(settings, model, chan, injected, scores[INJECTED_KEY])
-            )
-            result.injected_rows.append(rows[0])
-            result.injected_kinds.append(list(injected.kinds))
+            for key, injected in injections.items():
+                result.injected.append(judge_injected(settings, model, chan, injected, scores[key]))
+                result.injected_rows.append(rows[0])
+                result.injected_kinds.append(list(injected.kinds))
     if cache is not None and missing:
         cache.save(chan, checkpoint, scores)
 
@@ -346,6 +363,7 @@ def run_grid(
     channels: Sequence[str] | None = None,
     progress: bool = True,
     cache: Path | None = None,
+    injection_copies: int = INJECTION_COPIES,
 ) -> dict[str, VariantResult]:
     rows = dataset_rows(root, dataset)
     if channels:
@@ -361,7 +379,9 @@ def run_grid(
         unit="channel",
         disable=None if progress else True,
     ):
-        grid_channel(root, grouped[chan], recipe, base, variants, results, score_cache)
+        grid_channel(
+            root, grouped[chan], recipe, base, variants, results, score_cache, injection_copies
+        )
     return results
 
 
@@ -440,9 +460,9 @@ def label_free_scores(results: dict[str, VariantResult]) -> dict[str, dict[str, 
         by_craft: dict[str, LabelFreeScore] = {}
         for craft in sorted({r.spacecraft for r in res.injected_rows}):
             rows = [i for i, r in enumerate(res.injected_rows) if r.spacecraft == craft]
-            # Validation counts are per channel in injected_rows order (one per channel).
-            episodes = sum(res.validation_by_channel[i] for i in rows)
-            steps = sum(res.validation_steps_by_channel[i] for i in rows)
+            clean = [i for i, r in enumerate(res.validation_rows) if r.spacecraft == craft]
+            episodes = sum(res.validation_by_channel[i] for i in clean)
+            steps = sum(res.validation_steps_by_channel[i] for i in clean)
             injected = summarise([res.injected[i] for i in rows])
             by_craft[craft] = LabelFreeScore(
                 1000.0 * episodes / max(steps, 1), injected.f1, injected.composite_f1
@@ -495,32 +515,69 @@ def choice_margin(
     second: str,
     resamples: int = 1000,
     seed: int = 0,
+    *,
+    tie_break_composite: bool = False,
 ) -> float:
     """How often `first` stays ahead of `second` on the rule's number, the mean injected F1,
-    when each data set's channels are drawn again with replacement (a paired bootstrap; ties
-    count half). Label-free, and it chooses nothing: it says whether the rule's pick rests on
-    more than a few injected anomalies. Near 0.5 the two are not told apart."""
+    when each data set's channels are drawn again with replacement (a paired bootstrap; a
+    channel is drawn with all its copies of the injection; ties count half). With
+    ``tie_break_composite``, on `label_free_choice`'s key of that name: a draw tied on the
+    mean injected F1 goes to the higher mean injected composite F1. Label-free, and it
+    chooses nothing by itself: it says whether a pick rests on more than a few injected
+    anomalies. Near 0.5 the two are not told apart."""
     a, b = results[first], results[second]
     if [r.chan_id for r in a.injected_rows] != [r.chan_id for r in b.injected_rows]:
         raise ValueError(f"{first!r} and {second!r} were not run on the same channels")
     rng = np.random.default_rng(seed)
-    difference = np.zeros(resamples)
+    f1_difference = np.zeros(resamples)
+    composite_difference = np.zeros(resamples)
     crafts = sorted({r.spacecraft for r in a.injected_rows})
     for craft in crafts:
-        rows = [i for i, r in enumerate(a.injected_rows) if r.spacecraft == craft]
-        drawn = rng.integers(0, len(rows), size=(resamples, len(rows)))
+        channels = sorted({r.chan_id for r in a.injected_rows if r.spacecraft == craft})
+        drawn = rng.integers(0, len(channels), size=(resamples, len(channels)))
         for res, sign in ((a, 1.0), (b, -1.0)):
-            counts = np.array(
-                [[res.injected[i].tp, res.injected[i].fp, res.injected[i].fn] for i in rows],
-                dtype=np.float64,
-            )[drawn].sum(axis=1)
-            tp, fp, fn = counts[:, 0], counts[:, 1], counts[:, 2]
-            denominator = 2 * tp + fp + fn
-            # Event F1 of summed counts: 2PR / (P + R) = 2tp / (2tp + fp + fn).
-            f1 = np.divide(2 * tp, denominator, out=np.zeros(resamples), where=denominator > 0)
-            difference += sign * f1 / len(crafts)
-    ahead = np.where(np.abs(difference) < _TIE, 0.5, (difference > 0).astype(np.float64))
+            f1, composite = _drawn_f1s(res, channels, drawn)
+            f1_difference += sign * f1 / len(crafts)
+            composite_difference += sign * composite / len(crafts)
+    tied = np.abs(f1_difference) < _TIE
+    ahead = np.where(tied, 0.5, (f1_difference > 0).astype(np.float64))
+    if tie_break_composite:
+        by_composite = np.where(
+            np.abs(composite_difference) < _TIE, 0.5, (composite_difference > 0).astype(float)
+        )
+        ahead = np.where(tied, by_composite, ahead)
     return float(ahead.mean())
+
+
+def _drawn_f1s(
+    res: VariantResult, channels: Sequence[str], drawn: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Event F1 and composite F1 of the injected runs, summed per draw of channels."""
+    index = {chan: i for i, chan in enumerate(channels)}
+    # Per channel, over its copies: tp, fp, fn, flagged points, true flagged points.
+    per_channel = np.zeros((len(channels), 5))
+    for counts, row in zip(res.injected, res.injected_rows, strict=True):
+        if row.chan_id in index:
+            per_channel[index[row.chan_id]] += (
+                counts.tp,
+                counts.fp,
+                counts.fn,
+                counts.flagged_points,
+                counts.true_flagged_points,
+            )
+    tp, fp, fn, flagged, true_flagged = per_channel[drawn].sum(axis=1).T
+    zeros = np.zeros(len(drawn))
+    # Event F1 of summed counts: 2PR / (P + R) = 2tp / (2tp + fp + fn).
+    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=zeros.copy(), where=2 * tp + fp + fn > 0)
+    recall = np.divide(tp, tp + fn, out=zeros.copy(), where=tp + fn > 0)
+    precision = np.divide(true_flagged, flagged, out=zeros.copy(), where=flagged > 0)
+    composite = np.divide(
+        2 * precision * recall,
+        precision + recall,
+        out=zeros.copy(),
+        where=precision + recall > 0,
+    )
+    return f1, composite
 
 
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
@@ -621,17 +678,24 @@ def write_grid(
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     table = grid_table(results, root, kind)
-    choice = label_free_choice(results)
-    margin = ""
-    if choice is not None:
-        runner_up = label_free_choice({k: v for k, v in results.items() if k != choice})
-        if runner_up is not None:
-            ahead = choice_margin(results, choice, runner_up)
-            margin = (
-                f"; the runner-up is `{runner_up}`, and the choice stays ahead of it in "
-                f"{ahead:.0%} of 1,000 draws of each data set's channels with replacement "
-                "(near 50 %: not told apart)"
-            )
+    picks = []
+    for tie_break in (False, True):
+        choice = label_free_choice(results, tie_break_composite=tie_break)
+        margin = ""
+        if choice is not None:
+            others = {k: v for k, v in results.items() if k != choice}
+            runner_up = label_free_choice(others, tie_break_composite=tie_break)
+            if runner_up is not None:
+                ahead = choice_margin(results, choice, runner_up, tie_break_composite=tie_break)
+                margin = (
+                    f"; the runner-up is `{runner_up}`, and the choice stays ahead of it in "
+                    f"{ahead:.0%} of 1,000 draws of each data set's channels with replacement "
+                    "(near 50 %: not told apart)"
+                )
+        picks.append(f"`{choice}`{margin}")
+    channels = sum(len(res.validation_rows) for res in results.values())
+    runs = sum(len(res.injected) for res in results.values())
+    copies = f"{runs / channels:g}" if channels else "no"
     agreement = "\n".join(
         f"- {craft}: ρ = {a.with_f1:.2f} with event F1, {a.with_composite_f1:.2f} with "
         f"composite F1 ({a.n_variants} variants)"
@@ -640,9 +704,11 @@ def write_grid(
     doc = out_dir / "thresholds.md"
     doc.write_text(
         f"# Thresholds × {kind}\n\n{table}\n\n"
+        f"Injected runs per channel (copies of the injection, pooled): {copies}.\n\n"
         f"Label-free choice (at most {MAX_VALIDATION_EPISODES_PER_1K} validation episodes per "
-        f"1k steps on every data set, then the best mean injected F1): "
-        f"`{choice}`{margin}\n\n"
+        f"1k steps on every data set, then the best mean injected F1): {picks[0]}\n\n"
+        "The same with ties on the mean injected F1 broken by the mean injected composite F1: "
+        f"{picks[1]}\n\n"
         "How the injected F1 ranks the variants against how the test labels rank them "
         "(Spearman's ρ; it reads test labels and chooses nothing):\n\n"
         f"{agreement or '- (no injected runs)'}\n\n"

@@ -204,3 +204,15 @@ def test_models_names_what_train_builds_without_model(clean_env) -> None:
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 0
     assert "without --model: lstm_dt --hp n_predictions=10" in result.output
+
+
+def test_injection_copies_needs_a_grid_and_its_help_names_the_default(clean_env) -> None:
+    from stream_detector.evaluation.threshold_grid import INJECTION_COPIES
+
+    help_text = CliRunner().invoke(main, ["evaluate", "--help"]).output
+    assert f"[default: {INJECTION_COPIES}]" in " ".join(help_text.split())
+    result = CliRunner().invoke(main, ["evaluate", "--injection-copies", "2"])
+    assert result.exit_code == 2 and "--injection-copies" in result.output
+    assert "needs --thresholds" in result.output
+    result = CliRunner().invoke(main, ["evaluate", "--injection-copies", "0"])
+    assert result.exit_code == 2 and "0 is not in the range" in result.output

@@ -53,21 +53,31 @@ def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path,
     report = evaluate(DATA, "smap", RECIPE, Settings(), channels=["D-11"], progress=False)
     assert _metrics(results, "default") == summarise([o.counts for o in report.outcomes])
     assert {p.name for p in cache.iterdir()} == {"recipe.json", "D-11.pt", "D-11.npz"}
+    copies = threshold_grid.INJECTION_COPIES
+    assert copies == 8
     with np.load(cache / "D-11.npz") as cached:
         assert set(cached.files) == {
             "test",
             "validation",
-            threshold_grid.INJECTED_KEY,
+            threshold_grid.INJECTED_KEY,  # copy 0: the key the first injection had
             threshold_grid.SCORER_KEY,
-        }
-    injected = results["default"].injected[0]
+        } | {f"{threshold_grid.INJECTED_KEY}_copy{k}" for k in range(1, copies)}
+    # One validation run per channel, one injected run per copy.
+    assert len(results["default"].validation_by_channel) == 1
+    assert len(results["default"].injected) == copies
     # D-11's held-out part (522 steps) has room for one 150-step anomaly, 100 from each end.
     # (A-1, flat in train, gets none.)
-    assert injected.tp + injected.fn == 1 and injected.labelled[0][0] >= RECIPE.window + 250 + 100
+    for injected in results["default"].injected:
+        assert injected.tp + injected.fn == 1
+        assert injected.labelled[0][0] >= RECIPE.window + 250 + 100
     from stream_detector.data.smap_msl import load_series
 
-    planted = threshold_grid.held_out_injection(load_series(DATA, "D-11", "train"), "D-11", 30)
-    assert results["default"].injected_kinds == [planted.kinds]
+    train = load_series(DATA, "D-11", "train")
+    planted = [threshold_grid.held_out_injection(train, "D-11", 30, k) for k in range(copies)]
+    assert results["default"].injected_kinds == [p.kinds for p in planted]
+    # The copies differ: different kinds (one slot each here) or signs, never all the same.
+    assert len({p.values.tobytes() for p in planted}) == copies
+    assert len({p.kinds[0] for p in planted}) > 1
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached channel must not be trained again")
@@ -132,6 +142,7 @@ def _result(craft_rates, injected_found, oracle=False):
     res = threshold_grid.VariantResult(oracle=oracle)
     for i, ((craft, episodes), found) in enumerate(zip(craft_rates, injected_found, strict=True)):
         res.injected_rows.append(LabelRow(f"C-{i}", craft, [(10, 19)], ["point"], 100))
+        res.validation_rows.append(res.injected_rows[-1])
         res.validation_by_channel.append(episodes)
         res.validation_steps_by_channel.append(10_000)
         res.injected.append(count_channel(f"C-{i}", [(10, 19)], [found] if found else [], 100))
@@ -200,6 +211,50 @@ def test_the_choice_margin_bootstraps_channels_and_is_symmetric():
         margin(results, "all", "elsewhere")
 
 
+def test_the_choice_margin_draws_a_channel_with_all_its_copies():
+    from stream_detector.data.smap_msl import LabelRow
+    from stream_detector.evaluation.metrics import count_channel
+
+    def variant(found_by_copy):
+        """One SMAP channel C-0 with two copies, found as given, and C-1 always found."""
+        res = threshold_grid.VariantResult()
+        for chan, founds in (("C-0", found_by_copy), ("C-1", [(10, 19), (10, 19)])):
+            row = LabelRow(chan, "SMAP", [(10, 19)], ["point"], 100)
+            res.validation_rows.append(row)
+            res.validation_by_channel.append(0)
+            res.validation_steps_by_channel.append(10_000)
+            for found in founds:
+                res.injected.append(count_channel(chan, [(10, 19)], [found] if found else [], 100))
+                res.injected_rows.append(row)
+        return res
+
+    results = {
+        "both copies": variant([(10, 19), (10, 19)]),
+        "one copy": variant([(10, 19), None]),
+        # Finds the same as "both copies", flagging 30 points where it flags 10.
+        "both, wide": variant([(0, 29), (0, 29)]),
+    }
+    scores = threshold_grid.label_free_scores(results)
+    # Pooled over copies: 3 of 4 found, and C-1's two copies are one validation run.
+    assert scores["one copy"]["SMAP"].injected_f1 == pytest.approx(2 * 3 / (2 * 3 + 1))
+    assert scores["one copy"]["SMAP"].validation_per_1k == 0.0
+    margin = threshold_grid.choice_margin
+    # A draw of two channels from two leaves out C-0 (where they differ) with p = 1/4.
+    ahead = margin(results, "both copies", "one copy", resamples=4000)
+    assert ahead == pytest.approx(0.75 + 0.5 * 0.25, abs=0.03)
+    # Tied on event F1 in every draw: half, unless composite F1 breaks the tie, which it
+    # does in the draws that hold C-0 (C-1 is the same in all three: a draw of it alone ties).
+    assert margin(results, "both copies", "both, wide") == 0.5
+    tie_broken = margin(results, "both copies", "both, wide", 4000, tie_break_composite=True)
+    assert tie_broken == pytest.approx(0.75 + 0.5 * 0.25, abs=0.03)
+    reverse = margin(results, "both, wide", "both copies", 4000, tie_break_composite=True)
+    assert reverse == pytest.approx(1 - tie_broken)
+    # The composite key never overrides a lead on event F1: "one copy" is tighter on C-0,
+    # yet it loses every draw that holds C-0, and ties (half) those that do not.
+    tighter = margin(results, "one copy", "both, wide", 4000, tie_break_composite=True)
+    assert tighter == pytest.approx(0.5 * 0.25, abs=0.03)
+
+
 def test_the_grid_report_names_the_runner_up_and_the_margin(tmp_path):
     both = [("SMAP", 0), ("MSL", 0)]
     results = {
@@ -211,6 +266,18 @@ def test_the_grid_report_names_the_runner_up_and_the_margin(tmp_path):
     doc = threshold_grid.write_grid(results, DATA, "dense_ae", tmp_path, []).read_text()
     # One channel per data set: "wide" finds the MSL anomaly "half" misses in every draw.
     assert "`wide`; the runner-up is `half`, and the choice stays ahead of it in 100%" in doc
+    assert "Injected runs per channel (copies of the injection, pooled): 1." in doc
+    # "tight" finds what "wide" finds: the race's rule cannot tell them apart, the
+    # tie-break can.
+    results["tight"] = _result(both, [(5, 24), (5, 24)])
+    results["tight"].injected_kinds = [["spike"], ["spike"]]
+    doc = threshold_grid.write_grid(results, DATA, "dense_ae", tmp_path, []).read_text()
+    assert "then the best mean injected F1): `wide`; the runner-up is `tight`" in doc
+    assert "stays ahead of it in 50% of 1,000 draws" in doc
+    assert (
+        "composite F1: `tight`; the runner-up is `wide`, and the choice stays ahead of it "
+        "in 100%" in " ".join(doc.split())
+    )
 
 
 def test_rank_correlation_by_hand():
