@@ -533,7 +533,8 @@ def choice_margin(
     composite_difference = np.zeros(resamples)
     crafts = sorted({r.spacecraft for r in a.injected_rows})
     for craft in crafts:
-        channels = sorted({r.chan_id for r in a.injected_rows if r.spacecraft == craft})
+        # In the order of the runs, so that one copy per channel draws as it always did.
+        channels = list(dict.fromkeys(r.chan_id for r in a.injected_rows if r.spacecraft == craft))
         drawn = rng.integers(0, len(channels), size=(resamples, len(channels)))
         for res, sign in ((a, 1.0), (b, -1.0)):
             f1, composite = _drawn_f1s(res, channels, drawn)
