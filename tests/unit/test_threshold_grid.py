@@ -348,3 +348,17 @@ def test_a_channel_flat_in_train_gets_no_injected_anomaly():
     assert np.ptp(train[:, 0]) == 0, "A-1's telemetry column is constant in train"
     injected = threshold_grid.held_out_injection(train, "A-1", 30)
     assert injected.sequences == [] and injected.kinds == []
+
+
+def test_copy_0_is_the_injection_grids_had_before_the_copies():
+    """Cached `injected_v2` scores (and every earlier look's numbers) stay valid."""
+    from stream_detector.data.smap_msl import load_series
+
+    train = load_series(DATA, "D-11", "train")
+    first = threshold_grid.held_out_injection(train, "D-11", 30)
+    again = threshold_grid.held_out_injection(train, "D-11", 30, 0)
+    assert np.array_equal(again.values, first.values) and again.sequences == first.sequences
+    # Before the copies (c3866b0) D-11 got one noise burst at 380-529 with window 30.
+    assert first.kinds == ["noise_burst"] and first.sequences == [(380, 529)]
+    assert threshold_grid.injected_key(0) == threshold_grid.INJECTED_KEY == "injected_v2"
+    assert threshold_grid.injected_key(3) == "injected_v2_copy3"
