@@ -425,6 +425,12 @@ def _parse_hp(item: str) -> tuple[str, Any]:
     help="With --thresholds: inject each held-out train part this many times, with other "
     "seeds, for the label-free columns [default: 8].",
 )
+@click.option(
+    "--all-slots",
+    is_flag=True,
+    help="With --thresholds: fill every slot of each copy, the injection before the ninth "
+    "look (docs/results.md), instead of one anomaly per copy.",
+)
 @_data_root_option
 @click.pass_context
 def evaluate(
@@ -447,6 +453,7 @@ def evaluate(
     grid: Path | None,
     score_cache: Path | None,
     injection_copies: int | None,
+    all_slots: bool,
     data_root: Path | None,
 ) -> None:
     """Train per channel, score each test split causally through the daemon's engine, and
@@ -482,6 +489,8 @@ def evaluate(
         raise click.BadParameter("needs --thresholds", param_hint="--score-cache")
     if injection_copies is not None and grid is None:
         raise click.BadParameter("needs --thresholds", param_hint="--injection-copies")
+    if all_slots and grid is None:
+        raise click.BadParameter("needs --thresholds", param_hint="--all-slots")
     selected = list(channels) or None
     if shard is not None:
         selected = _shard_channels(root, dataset, selected, shard)
@@ -503,6 +512,7 @@ def evaluate(
             selected,
             cache=score_cache,
             injection_copies=injection_copies or INJECTION_COPIES,
+            one_per_copy=not all_slots,
         )
         doc = write_grid(results, root, kind, target, variants)
         click.echo(doc.read_text())

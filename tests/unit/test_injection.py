@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from stream_detector.evaluation.injection import KINDS, inject_anomalies
 
@@ -75,3 +76,25 @@ def test_a_column_without_spread_gets_no_anomaly_rather_than_one_of_size_zero() 
     floored = inject_anomalies(flat, margin=60, length=40)
     changed = np.any(floored.values != flat, axis=1)
     assert floored.sequences and all(changed[s : e + 1].any() for s, e in floored.sequences)
+
+
+def test_count_and_kind_place_that_many_of_that_kind_in_random_slots() -> None:
+    base = _series()
+    slots = (len(base) - 60) // (40 + 60)
+    every = inject_anomalies(base, seed=3, margin=60, length=40)
+    assert len(every.sequences) == slots > 2
+    starts = set()
+    for seed in range(20):
+        one = inject_anomalies(base, seed=seed, margin=60, length=40, count=1, kind="level_shift")
+        assert one.kinds == ["level_shift"] and len(one.sequences) == 1
+        ((start, end),) = one.sequences
+        assert (start - 60) % 100 == 0 and end == start + 39  # on a slot of the full layout
+        changed = np.flatnonzero(np.any(one.values != base, axis=1))
+        assert changed.min() == start and changed.max() == end  # nothing outside it
+        starts.add(start)
+    assert len(starts) > 2  # the slot is drawn, not always the first
+    two = inject_anomalies(base, seed=0, margin=60, length=40, count=2)
+    assert len(two.sequences) == 2 and two.sequences == sorted(two.sequences)
+    assert len(inject_anomalies(base, seed=0, margin=60, length=40, count=99).sequences) == slots
+    with pytest.raises(ValueError, match="kind must be one of"):
+        inject_anomalies(base, kind="drift")

@@ -216,3 +216,6 @@ def test_injection_copies_needs_a_grid_and_its_help_names_the_default(clean_env)
     assert "needs --thresholds" in result.output
     result = CliRunner().invoke(main, ["evaluate", "--injection-copies", "0"])
     assert result.exit_code == 2 and "0 is not in the range" in result.output
+    result = CliRunner().invoke(main, ["evaluate", "--all-slots"])
+    assert result.exit_code == 2 and "--all-slots" in result.output
+    assert "needs --thresholds" in result.output

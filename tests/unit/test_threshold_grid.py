@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from stream_detector.evaluation import threshold_grid
+from stream_detector.evaluation.injection import KINDS
 from stream_detector.evaluation.metrics import summarise
 from stream_detector.evaluation.runner import ModelRecipe, evaluate
 from stream_detector.evaluation.threshold_grid import ThresholdVariant, run_grid
@@ -54,14 +55,13 @@ def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path,
     assert _metrics(results, "default") == summarise([o.counts for o in report.outcomes])
     assert {p.name for p in cache.iterdir()} == {"recipe.json", "D-11.pt", "D-11.npz"}
     copies = threshold_grid.INJECTION_COPIES
-    assert copies == 8
+    assert copies == 8 and threshold_grid.ONE_ANOMALY_PER_COPY
     with np.load(cache / "D-11.npz") as cached:
         assert set(cached.files) == {
             "test",
             "validation",
-            threshold_grid.INJECTED_KEY,  # copy 0: the key the first injection had
             threshold_grid.SCORER_KEY,
-        } | {f"{threshold_grid.INJECTED_KEY}_copy{k}" for k in range(1, copies)}
+        } | {f"injected_v4_copy{k}" for k in range(copies)}
     # One validation run per channel, one injected run per copy.
     assert len(results["default"].validation_by_channel) == 1
     assert len(results["default"].injected) == copies
@@ -73,11 +73,21 @@ def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path,
     from stream_detector.data.smap_msl import load_series
 
     train = load_series(DATA, "D-11", "train")
-    planted = [threshold_grid.held_out_injection(train, "D-11", 30, k) for k in range(copies)]
+    planted = [
+        threshold_grid.held_out_injection(train, "D-11", 30, k, one_per_copy=True)
+        for k in range(copies)
+    ]
     assert results["default"].injected_kinds == [p.kinds for p in planted]
-    # The copies differ: different kinds (one slot each here) or signs, never all the same.
-    assert len({p.values.tobytes() for p in planted}) == copies
-    assert len({p.kinds[0] for p in planted}) > 1
+    # The copies take the kinds in turn, two of each in eight copies, the second round the
+    # other way up: D-11 has one slot, and a drawn sign would repeat an anomaly half the time.
+    assert sorted(k for p in planted for k in p.kinds) == sorted(2 * list(KINDS))
+    held_out = train[-len(planted[0].values) :, 0]
+    for first, second in zip(planted[:4], planted[4:], strict=True):
+        assert first.kinds == second.kinds
+        if first.kinds[0] in ("spike", "level_shift"):
+            up = float(np.sum(first.values[:, 0] - held_out))
+            down = float(np.sum(second.values[:, 0] - held_out))
+            assert up > 0 > down
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached channel must not be trained again")
@@ -348,6 +358,33 @@ def test_a_channel_flat_in_train_gets_no_injected_anomaly():
     assert np.ptp(train[:, 0]) == 0, "A-1's telemetry column is constant in train"
     injected = threshold_grid.held_out_injection(train, "A-1", 30)
     assert injected.sequences == [] and injected.kinds == []
+
+
+def test_one_anomaly_per_copy_never_has_a_neighbour_and_all_slots_is_the_old_layout(tmp_path):
+    from stream_detector.data.smap_msl import load_series
+
+    # P-11's held-out part has room for two anomalies: every slot filled, they neighbour.
+    train = load_series(DATA, "P-11", "train")
+    for k in range(8):
+        assert len(threshold_grid.held_out_injection(train, "P-11", 251, k).sequences) == 2
+        one = threshold_grid.held_out_injection(train, "P-11", 251, k, one_per_copy=True)
+        assert len(one.sequences) == 1
+    # Either slot, drawn: slot 0 starts at 601, slot 1 at 851 (a spike sits mid-slot).
+    starts = [
+        threshold_grid.held_out_injection(train, "P-11", 251, k, one_per_copy=True).sequences[0][0]
+        for k in range(8)
+    ]
+    assert {(start - 601) // 250 for start in starts} == {0, 1}
+    cache = tmp_path / "cache"
+    old = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS[:1], ["D-11"], False, cache, 2, False)
+    with np.load(cache / "D-11.npz") as cached:
+        assert {threshold_grid.INJECTED_KEY, f"{threshold_grid.INJECTED_KEY}_copy1"} <= set(
+            cached.files
+        )
+    d11 = load_series(DATA, "D-11", "train")
+    assert old["default"].injected_kinds == [
+        threshold_grid.held_out_injection(d11, "D-11", 30, k).kinds for k in range(2)
+    ]
 
 
 def test_copy_0_is_the_injection_grids_had_before_the_copies():
