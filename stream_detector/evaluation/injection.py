@@ -66,6 +66,8 @@ def inject_anomalies(
         return Injected(series, [], [])
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if sign is not None and sign not in (1.0, -1.0):
+        raise ValueError(f"sign must be +1 or -1, got {sign!r}")  # 0 would inject nothing
     rng = np.random.default_rng(seed)
     slots = max((t - lead - margin) // (length + margin), 0)
     if count is None and kind is None and sign is None:
@@ -87,7 +89,7 @@ def inject_anomalies(
         start = lead + margin + slot * (length + margin)
         end = start + length - 1
         drawn = 1.0 if rng.random() < 0.5 else -1.0
-        direction = drawn if sign is None else float(np.sign(sign))
+        direction = drawn if sign is None else float(sign)
         if what == "spike":
             at = start + length // 2
             series[at : at + 3, column] += np.float32(direction * 2 * magnitude * spread)

@@ -98,3 +98,7 @@ def test_count_and_kind_place_that_many_of_that_kind_in_random_slots() -> None:
     assert len(inject_anomalies(base, seed=0, margin=60, length=40, count=99).sequences) == slots
     with pytest.raises(ValueError, match="kind must be one of"):
         inject_anomalies(base, kind="drift")
+    with pytest.raises(ValueError, match="sign must be"):
+        inject_anomalies(base, count=1, sign=0)
+    down = inject_anomalies(base, seed=0, margin=60, length=40, kind="level_shift", sign=-1)
+    assert np.all(down.values[:, 0] <= base[:, 0]) and len(down.sequences) == slots
