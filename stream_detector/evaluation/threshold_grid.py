@@ -279,27 +279,25 @@ def held_out_injection(
     # A column constant in train has no scale to size an anomaly by: it gets none. (Its
     # float32 std is not exactly 0, and anomalies that small would be labels on nothing.)
     spread = float(np.std(column)) if np.ptp(column) > 0 else 0.0
+    placement: dict[str, Any] = {
+        "seed": zlib.crc32((chan if copy == 0 else f"{chan}/{copy}").encode())
+    }
     if one_per_copy:
-        return inject_anomalies(
-            train[split - lead :],
-            spread=spread,
-            seed=zlib.crc32(f"{chan}/one/{copy}".encode()),
-            lead=lead,
-            length=INJECTION_LENGTH,
-            margin=INJECTION_MARGIN,
-            count=1,
-            kind=KINDS[(zlib.crc32(chan.encode()) + copy) % len(KINDS)],
+        placement = {
+            "seed": zlib.crc32(f"{chan}/one/{copy}".encode()),
+            "count": 1,
+            "kind": KINDS[(zlib.crc32(chan.encode()) + copy) % len(KINDS)],
             # The second round of kinds goes the other way: a channel with one slot would
             # otherwise get the same anomaly twice as often as not.
-            sign=1.0 if (copy // len(KINDS)) % 2 == 0 else -1.0,
-        )
+            "sign": 1.0 if (copy // len(KINDS)) % 2 == 0 else -1.0,
+        }
     return inject_anomalies(
         train[split - lead :],
         spread=spread,
-        seed=zlib.crc32((chan if copy == 0 else f"{chan}/{copy}").encode()),
         lead=lead,
         length=INJECTION_LENGTH,
         margin=INJECTION_MARGIN,
+        **placement,
     )
 
 
