@@ -37,19 +37,8 @@ def load_model(settings: Settings) -> ServedModel:
 
 def build_engine(settings: Settings, model: ScoringModel) -> DetectionEngine:
     t = settings.threshold
-    params = dict(t.params)
-    if t.kind == "ewma_sigma":
-        params = {
-            "k": t.k,
-            "alpha": t.alpha,
-            "warmup": t.warmup,
-            "prior_weight": t.prior_weight,
-            "log_scores": t.log_scores,
-            "min_ratio": t.min_ratio,
-            **params,
-        }
     try:
-        threshold = build_threshold(t.kind, **params)
+        threshold = build_threshold(t.kind, **t.strategy_params())
     except KeyError as exc:
         raise ConfigError("SD_THRESHOLD__KIND", str(exc)) from None
     except (TypeError, ValueError) as exc:

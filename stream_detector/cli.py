@@ -497,6 +497,7 @@ def evaluate(
     if grid is not None:
         from stream_detector.evaluation.threshold_grid import (
             INJECTION_COPIES,
+            incumbent_variant,
             load_grid,
             run_grid,
             write_grid,
@@ -514,7 +515,8 @@ def evaluate(
             injection_copies=injection_copies or INJECTION_COPIES,
             one_per_copy=not all_slots,
         )
-        doc = write_grid(results, root, kind, target, variants)
+        incumbent = incumbent_variant(variants, settings)
+        doc = write_grid(results, root, kind, target, variants, incumbent)
         click.echo(doc.read_text())
         return
     try:

@@ -118,6 +118,21 @@ class ThresholdSettings(BaseModel):
         "before the threshold (alert scores and thresholds are then in z units)",
     )
 
+    def strategy_params(self) -> dict[str, Any]:
+        """The keyword arguments the strategy `kind` is built with: `params`, and for
+        ewma_sigma the fields above beneath them."""
+        if self.kind != "ewma_sigma":
+            return dict(self.params)
+        return {
+            "k": self.k,
+            "alpha": self.alpha,
+            "warmup": self.warmup,
+            "prior_weight": self.prior_weight,
+            "log_scores": self.log_scores,
+            "min_ratio": self.min_ratio,
+            **self.params,
+        }
+
 
 class AlertSettings(BaseModel):
     min_hits: int = Field(

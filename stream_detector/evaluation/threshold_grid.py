@@ -46,7 +46,7 @@ from stream_detector.offline import OfflineRun, run_offline
 from stream_detector.records import ModelInfo
 from stream_detector.serving import ServedModel
 from stream_detector.settings import AlertSettings, Settings, ThresholdSettings
-from stream_detector.thresholds.base import ScorePrior
+from stream_detector.thresholds.base import ScorePrior, build_threshold
 from stream_detector.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 VALIDATION_FRACTION = 0.2
@@ -551,14 +551,15 @@ def choice_margin(
     seed: int = 0,
     *,
     tie_break_composite: bool = False,
+    craft: str | None = None,
 ) -> float:
     """How often `first` stays ahead of `second` on the rule's number, the mean injected F1,
     when each data set's channels are drawn again with replacement (a paired bootstrap; a
     channel is drawn with all its copies of the injection; ties count half). With
     ``tie_break_composite``, on `label_free_choice`'s key of that name: a draw tied on the
-    mean injected F1 goes to the higher mean injected composite F1. Label-free, and it
-    chooses nothing by itself: it says whether a pick rests on more than a few injected
-    anomalies. Near 0.5 the two are not told apart."""
+    mean injected F1 goes to the higher mean injected composite F1. With ``craft``, that
+    data set's channels alone. Label-free, and it chooses nothing by itself: it says whether
+    a pick rests on more than a few injected anomalies. Near 0.5 the two are not told apart."""
     a, b = results[first], results[second]
     if [r.chan_id for r in a.injected_rows] != [r.chan_id for r in b.injected_rows]:
         raise ValueError(f"{first!r} and {second!r} were not run on the same channels")
@@ -566,6 +567,10 @@ def choice_margin(
     f1_difference = np.zeros(resamples)
     composite_difference = np.zeros(resamples)
     crafts = sorted({r.spacecraft for r in a.injected_rows})
+    if craft is not None:
+        if craft not in crafts:
+            raise ValueError(f"no injected run of {craft!r} (there are: {', '.join(crafts)})")
+        crafts = [craft]
     for craft in crafts:
         # In the order of the runs, so that one copy per channel draws as it always did.
         channels = list(dict.fromkeys(r.chan_id for r in a.injected_rows if r.spacecraft == craft))
@@ -582,6 +587,88 @@ def choice_margin(
         )
         ahead = np.where(tied, by_composite, ahead)
     return float(ahead.mean())
+
+
+# The tenth look's rule (docs/results.md, written down before SMAP's numbers under v4): a
+# pick moves the default only if it stays ahead of the incumbent in this share of draws,
+# over both data sets together and over each alone.
+DECISION_MARGIN = 0.9
+
+
+@dataclass(frozen=True)
+class RaceDecision:
+    """What the written rule makes of one grid: the tie-break rule's pick against the
+    incumbent (the default configuration), and whether the pick replaces it."""
+
+    incumbent: str
+    pick: str | None
+    # How often the pick stays ahead of the incumbent: "all" data sets together, then each.
+    margins: dict[str, float]
+    min_margin: float = DECISION_MARGIN
+
+    @property
+    def replaces(self) -> bool:
+        return (
+            self.pick is not None
+            and self.pick != self.incumbent
+            and all(m >= self.min_margin for m in self.margins.values())
+        )
+
+    @property
+    def default(self) -> str:
+        return self.pick if self.replaces and self.pick is not None else self.incumbent
+
+    def explain(self) -> str:
+        if self.pick is None:
+            return f"no variant qualifies: the default stays `{self.incumbent}`"
+        if self.pick == self.incumbent:
+            return f"the pick is the default, `{self.incumbent}`: it stays"
+        ahead = ", ".join(f"{k} {v:.0%}" for k, v in self.margins.items())
+        verdict = (
+            f"it replaces the default `{self.incumbent}`"
+            if self.replaces
+            else f"the default `{self.incumbent}` stays"
+        )
+        return (
+            f"the pick `{self.pick}` stays ahead of the default in {ahead} of 1,000 draws "
+            f"(the bar: {self.min_margin:.0%} on each): {verdict}"
+        )
+
+
+def race_decision(
+    results: dict[str, VariantResult], incumbent: str, min_margin: float = DECISION_MARGIN
+) -> RaceDecision:
+    """The tenth look's written rule. The pick is `label_free_choice` with the tie-break; it
+    replaces `incumbent` only if it stays ahead of it, on that rule's key, in at least
+    `min_margin` of the paired draws of both data sets' channels together and of each data
+    set's alone (the issue's bar is per data set). Reads no test label."""
+    if incumbent not in results:
+        raise ValueError(f"the incumbent {incumbent!r} is not in the grid")
+    pick = label_free_choice(results, tie_break_composite=True)
+    margins: dict[str, float] = {}
+    if pick is not None and pick != incumbent:
+        margins["all"] = choice_margin(results, pick, incumbent, tie_break_composite=True)
+        for craft in _injected_crafts({pick: results[pick]}):
+            margins[craft] = choice_margin(
+                results, pick, incumbent, tie_break_composite=True, craft=craft
+            )
+    return RaceDecision(incumbent, pick, margins, min_margin)
+
+
+def incumbent_variant(variants: Sequence[ThresholdVariant], base: Settings) -> str | None:
+    """The grid's variant that is `base`'s threshold and episode rules (the name of the
+    default configuration in the grid), compared as the engine builds them; None if none."""
+
+    def built(settings: Settings) -> tuple[Any, ...]:
+        t = settings.threshold
+        strategy = build_threshold(t.kind, **t.strategy_params())
+        return (t.kind, t.calibration, strategy.describe(), settings.alerts)
+
+    want = built(base)
+    for variant in variants:
+        if built(variant.settings(base)) == want:
+            return variant.name
+    return None
 
 
 def _drawn_f1s(
@@ -710,9 +797,18 @@ def write_grid(
     kind: str,
     out_dir: Path,
     variants: Sequence[ThresholdVariant],
+    incumbent: str | None = None,
 ) -> Path:
+    """The grid's report, thresholds.md in `out_dir`. With `incumbent` (the grid's name of
+    the default configuration, `incumbent_variant`), also what `race_decision` makes of it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table = grid_table(results, root, kind)
+    decision = ""
+    if incumbent is not None and incumbent in results:
+        decision = (
+            "The written rule (docs/results.md, tenth look): "
+            f"{race_decision(results, incumbent).explain()}.\n\n"
+        )
     picks = []
     for tie_break in (False, True):
         choice = label_free_choice(results, tie_break_composite=tie_break)
@@ -744,6 +840,7 @@ def write_grid(
         f"1k steps on every data set, then the best mean injected F1): {picks[0]}\n\n"
         "The same with ties on the mean injected F1 broken by the mean injected composite F1: "
         f"{picks[1]}\n\n"
+        f"{decision}"
         "How the injected F1 ranks the variants against how the test labels rank them "
         "(Spearman's ρ; it reads test labels and chooses nothing):\n\n"
         f"{agreement or '- (no injected runs)'}\n\n"

@@ -265,6 +265,72 @@ def test_the_choice_margin_draws_a_channel_with_all_its_copies():
     assert tighter == pytest.approx(0.5 * 0.25, abs=0.03)
 
 
+def test_the_choice_margin_of_one_data_set_draws_its_channels_alone():
+    rows = [("SMAP", 0)] * 4 + [("MSL", 0)] * 4
+    results = {
+        "all": _result(rows, [(10, 19)] * 8),
+        # Misses every MSL anomaly and none of SMAP's.
+        "smap only": _result(rows, [(10, 19)] * 4 + [None] * 4),
+    }
+    margin = threshold_grid.choice_margin
+    assert margin(results, "all", "smap only") == 1.0
+    assert margin(results, "all", "smap only", craft="MSL") == 1.0
+    assert margin(results, "all", "smap only", craft="SMAP") == 0.5  # the same on SMAP
+    with pytest.raises(ValueError, match="no injected run of 'SMAP-2'"):
+        margin(results, "all", "smap only", craft="SMAP-2")
+
+
+def test_the_written_rule_moves_the_default_only_on_a_lead_on_each_data_set():
+    rows = [("SMAP", 0)] * 4 + [("MSL", 0)] * 4
+    found = [(10, 19)] * 8
+    results = {
+        "incumbent": _result(rows, [None, *found[1:4], None, *found[5:]]),
+        # Finds all: ahead of the incumbent on each data set wherever a draw holds C-0 (SMAP)
+        # or C-4 (MSL), level elsewhere: 1 − 0.75⁴ + half of 0.75⁴ ≈ 0.84 on each alone.
+        "better": _result(rows, found),
+    }
+    decision = threshold_grid.race_decision(results, "incumbent")
+    assert decision.pick == "better" and set(decision.margins) == {"all", "SMAP", "MSL"}
+    assert decision.margins["SMAP"] == pytest.approx(1 - 0.75**4 / 2, abs=0.03)
+    assert decision.margins["all"] > decision.margins["SMAP"]
+    assert not decision.replaces and decision.default == "incumbent"  # 84 % < 90 %
+    assert "the default `incumbent` stays" in decision.explain()
+    # A lower bar, or a lead in every draw, and it moves.
+    assert threshold_grid.race_decision(results, "incumbent", min_margin=0.8).default == "better"
+    results["far behind"] = _result(rows, [None] * 8)
+    decision = threshold_grid.race_decision(results, "far behind")
+    assert decision.replaces and decision.default == "better"
+    assert decision.margins == {"all": 1.0, "MSL": 1.0, "SMAP": 1.0}
+    assert "it replaces the default `far behind`" in decision.explain()
+    # The pick is the incumbent: nothing to weigh.
+    decision = threshold_grid.race_decision({"better": results["better"]}, "better")
+    assert decision.margins == {} and decision.default == "better"
+    assert "it stays" in decision.explain()
+    with pytest.raises(ValueError, match="not in the grid"):
+        threshold_grid.race_decision(results, "gone")
+
+
+def test_the_incumbent_is_the_grid_variant_the_engine_builds_as_the_settings(monkeypatch, tmp_path):
+    for key in [k for k in __import__("os").environ if k.startswith("SD_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    variants = threshold_grid.load_grid(REPO / "docs/threshold-race-lstm-dt.json")
+    default = Settings()
+    assert (
+        threshold_grid.incumbent_variant(variants, default)
+        == "telemanom, buffer 100, relearn 100, spikes ×1.5"
+    )
+    lead_49 = default.model_copy(update={"alerts": default.alerts.model_copy(update={"lead": 49})})
+    assert (
+        threshold_grid.incumbent_variant(variants, lead_49)
+        == "telemanom, buffer 100, relearn 100, spikes ×1.5, lead 49"
+    )
+    other = default.model_copy(
+        update={"threshold": default.threshold.model_copy(update={"kind": "p2_quantile"})}
+    )
+    assert threshold_grid.incumbent_variant(variants, other) is None
+
+
 def test_the_grid_report_names_the_runner_up_and_the_margin(tmp_path):
     both = [("SMAP", 0), ("MSL", 0)]
     results = {
@@ -287,6 +353,15 @@ def test_the_grid_report_names_the_runner_up_and_the_margin(tmp_path):
     assert (
         "composite F1: `tight`; the runner-up is `wide`, and the choice stays ahead of it "
         "in 100%" in " ".join(doc.split())
+    )
+    assert "The written rule" not in doc  # no incumbent named
+    doc = threshold_grid.write_grid(results, DATA, "dense_ae", tmp_path, [], "half").read_text()
+    # One channel per data set: "tight" leads "half" on MSL in every draw; on SMAP both find
+    # the anomaly and "tight" flags more, so the composite tie-break never gives it a draw.
+    assert (
+        "The written rule (docs/results.md, tenth look): the pick `tight` stays ahead of the "
+        "default in all 100%, MSL 100%, SMAP 0% of 1,000 draws (the bar: 90% on each): the "
+        "default `half` stays." in " ".join(doc.split())
     )
 
 
