@@ -1,0 +1,317 @@
+"""telemanom's error processing as its 2018 code ran it: offline, a batch of 70 at a time.
+
+A diagnostic, not a strategy. The threshold race (docs/results.md) streams telemanom's
+processing (`thresholds/telemanom.py`), and every look so far has fallen short of
+telemanom's published run. This replays the same model's cached errors through the
+processing as the run published on 2018-05-19 did it (``telemanom/errors.py`` of that
+version: ``get_errors``, ``process_errors``, ``find_epsilon``, ``compare_to_epsilon``,
+``prune_anoms``), so that the gap can be split into what the streamed form costs and what
+the model's errors cost. It reads the test labels only to score what it found.
+
+What the batch form does that the streamed one does not:
+
+- **The first window is judged in hindsight.** The first 2,100 errors are one window, and
+  anything in it (after the first 500, or 250 or 0 for short series) may be flagged, with ε
+  computed over all of it. Later windows slide by 70 and only their newest 70 errors may be
+  flagged, against an ε that includes them.
+- **Nothing is protected.** Every error, anomalous or not, is in the window its ε comes
+  from.
+- **Smoothing starts flat.** The EWMA (span 105, pandas' ``adjust=True`` weights) has its
+  first 250 values replaced by the mean of its first 500, except on C-2, whose anomaly is
+  that early (a special case of the 2018 code, kept).
+- **Pruning is per window**, against the largest error of the window that was neither
+  flagged now nor before (the 2018 code checks "before" one batch off; kept too).
+
+Kept deliberately as the 2018 code had it; only two things differ. Found sequences are
+placed on the test rows our errors belong to (the 2018 code indexed them from the first
+predicted value; the 250-row shift came later, telemanom PR #27). And on a short series the
+2018 code could pad an early error backwards to negative indices; those are dropped. The 5–95 %
+range of the values is taken over the predicted value of each row (telemanom's ``y_test``
+held the next 10 values of each row, nearly the same set).
+
+    python -m stream_detector.evaluation.telemanom_batch --cache artifacts/cache/lstm_dt_np10 \\
+        --dataset msl
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from stream_detector.data.smap_msl import LabelRow, load_series
+from stream_detector.evaluation.metrics import ChannelCounts, count_channel, summarise
+from stream_detector.evaluation.reference import telemanom_reference
+from stream_detector.evaluation.runner import dataset_rows
+from stream_detector.evaluation.threshold_grid import run_engine
+from stream_detector.serving import ServedModel
+from stream_detector.settings import Settings
+from stream_detector.thresholds.telemanom import _dilate, find_z
+from stream_detector.training.checkpoint import load_checkpoint
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """telemanom's config.yaml of the published run, the values its error processing reads."""
+
+    l_s: int = 250  # history before the predicted value
+    batch: int = 70
+    window_size: int = 30  # batches per window of errors
+    error_buffer: int = 100
+    p: float = 0.13  # minimum percent decrease between sequences' peaks (pruning)
+    smoothing_perc: float = 0.05
+
+    @property
+    def span(self) -> int:
+        return int(self.batch * self.window_size * self.smoothing_perc)
+
+
+def smoothed_errors(
+    errors: np.ndarray, config: BatchConfig = BatchConfig(), flatten_start: bool = True
+) -> np.ndarray:
+    """telemanom's ``get_errors``: EWMA of span `config.span` with pandas' default
+    (``adjust=True``) weights, the first l_s values then set to the mean of the first 2·l_s."""
+    keep = 1.0 - 2.0 / (config.span + 1)
+    out = np.empty(len(errors))
+    num = den = 0.0
+    for i, e in enumerate(np.asarray(errors, dtype=np.float64)):
+        num = e + keep * num
+        den = 1.0 + keep * den
+        out[i] = num / den
+    if flatten_start:
+        out[: config.l_s] = out[: 2 * config.l_s].mean()
+    return out
+
+
+def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of sorted distinct indices longer than one point, ends inclusive."""
+    runs: list[tuple[int, int]] = []
+    start = prev = None
+    for i in indices:
+        if prev is not None and i == prev + 1:
+            prev = i
+            continue
+        if start is not None and prev is not None and prev > start:
+            runs.append((start, prev))
+        start = prev = i
+    if start is not None and prev is not None and prev > start:
+        runs.append((start, prev))
+    return runs
+
+
+def _compare_to_epsilon(
+    e_s: np.ndarray,
+    epsilon: float,
+    len_test: int,
+    inter_range: float,
+    chan_std: float,
+    std: float,
+    window: int,
+    flagged_before: np.ndarray,
+    config: BatchConfig,
+) -> tuple[list[tuple[int, int]], list[int], float]:
+    """One window's candidate sequences, their points, and the largest error neither
+    flagged now nor before. `flagged_before` is over the whole series."""
+    if not (std > 0.05 * chan_std or e_s.max() > 0.05 * inter_range) or not e_s.max() > 0.05:
+        return [], [], 0.0
+    ignore = 2 * config.l_s if len_test >= 2500 else config.l_s if len_test >= 1800 else 0
+    n = len(e_s)
+    index = np.arange(n)
+    hits = (e_s > epsilon) & (e_s > 0.05 * inter_range)
+    # Padded by the error buffer both ways, and only in the newest batch except in the
+    # first window (which is judged whole, after `ignore` errors).
+    allowed = (index >= ignore) if window == 0 else (index >= n - config.batch)
+    points = _dilate(hits, config.error_buffer) & allowed
+    # The 2018 code compares a window's index x with earlier finds at x + (window − 1)·batch,
+    # one batch before where that window starts (kept as it ran).
+    shifted = index + (window - 1) * config.batch
+    inside = (shifted >= 0) & (shifted < len(flagged_before))
+    before = np.zeros(n, dtype=bool)
+    before[inside] = flagged_before[shifted[inside]]
+    candidates = e_s[~points & ~before]
+    non_anom_max = float(candidates.max(initial=0.0))
+    ordered = [int(i) for i in np.flatnonzero(points)]
+    return _runs(ordered), ordered, non_anom_max
+
+
+def _prune(
+    sequences: list[tuple[int, int]],
+    e_s: np.ndarray,
+    non_anom_max: float,
+    points: list[int],
+    p: float,
+) -> list[int]:
+    """telemanom's ``prune_anoms``: walking the sequences' peaks from the highest down (and
+    the largest unflagged error after them), every sequence after the last drop of at least
+    `p` is removed. Peaks are taken over [start, end), as in the 2018 code."""
+    seq_max = [float(e_s[s:e].max()) for s, e in sequences]
+    peaks = sorted(seq_max, reverse=True)
+    if non_anom_max > 0:
+        peaks.append(non_anom_max)
+    remove: list[int] = []
+    for i in range(len(peaks) - 1):
+        if (peaks[i] - peaks[i + 1]) / peaks[i] < p:
+            remove.append(seq_max.index(peaks[i]))
+        else:
+            remove = []
+    kept = list(sequences)
+    for index in sorted(remove, reverse=True):
+        del kept[index]
+    return [i for i in points if any(s <= i <= e for s, e in kept)]
+
+
+def _window_anomalies(
+    e_s: np.ndarray,
+    values: np.ndarray,
+    window: int,
+    flagged_before: np.ndarray,
+    len_test: int,
+    config: BatchConfig,
+) -> list[int]:
+    """telemanom's ``get_anomalies``: the window's points flagged by its errors or by its
+    errors flipped around their mean, each pruned on its own."""
+    high, low = np.percentile(values, [95, 5])
+    inter_range = float(high - low)
+    mean, std, chan_std = float(e_s.mean()), float(e_s.std()), float(values.std())
+    inverted = mean + (mean - e_s)
+    z, z_inv = find_z(e_s, config.error_buffer), find_z(inverted, config.error_buffer)
+    found: set[int] = set()
+    for errors, epsilon in ((e_s, mean + z * std), (inverted, mean + z_inv * std)):
+        sequences, points, non_anom_max = _compare_to_epsilon(
+            errors, epsilon, len_test, inter_range, chan_std, std, window, flagged_before, config
+        )
+        if sequences:
+            points = _prune(sequences, errors, non_anom_max, points, config.p)
+        found.update(points)
+    return sorted(found)
+
+
+def batch_sequences(
+    errors: np.ndarray,
+    values: np.ndarray,
+    config: BatchConfig = BatchConfig(),
+    flatten_start: bool = True,
+) -> list[tuple[int, int]]:
+    """telemanom's ``process_errors`` on one channel's raw errors: the anomalous sequences,
+    indexed like `errors` (ends inclusive). `values[i]` is the value `errors[i]` is of."""
+    if len(errors) != len(values):
+        raise ValueError(f"{len(errors)} errors but {len(values)} values")
+    if len(errors) == 0:
+        raise ValueError("no errors")
+    e_s = smoothed_errors(errors, config, flatten_start)
+    n, batch = len(errors), config.batch
+    window_size = config.window_size
+    n_windows = int((n - batch * window_size) / batch)
+    # int() truncates toward zero: any series of at least one error ends with n_windows ≥ 0.
+    while n_windows < 0:
+        window_size -= 1
+        n_windows = int((n - batch * window_size) / batch)
+    flagged = np.zeros(n, dtype=bool)
+    for i in range(1, n_windows + 2):
+        start = (i - 1) * batch
+        # The 2018 code ends each window by the configured size, even where it shrank it.
+        end = n if i == n_windows + 1 else config.window_size * batch + (i - 1) * batch
+        found = _window_anomalies(e_s[start:end], values[start:end], i - 1, flagged, n, config)
+        flagged[[j + start for j in found]] = True
+    return _runs([int(i) for i in np.flatnonzero(flagged)])
+
+
+@dataclass
+class BatchResult:
+    """Per label row, what the batch form found and what the streamed default found."""
+
+    rows: list[LabelRow]
+    batch: list[ChannelCounts]
+    streamed: list[ChannelCounts]
+
+
+def run_batch(
+    root: Path, dataset: str, cache: Path, channels: Sequence[str] | None = None
+) -> BatchResult:
+    """Both processings on every cached channel's test errors (the cache of
+    `evaluate --thresholds ... --score-cache`): the batch form, and the daemon's engine with
+    the default settings."""
+    rows = [r for r in dataset_rows(root, dataset) if not channels or r.chan_id in channels]
+    result = BatchResult([], [], [])
+    config = BatchConfig()
+    settings = Settings()
+    by_chan: dict[str, list[LabelRow]] = {}
+    for row in rows:
+        by_chan.setdefault(row.chan_id, []).append(row)
+    for chan, chan_rows in tqdm(by_chan.items(), desc="telemanom, batch", unit="channel"):
+        if not (cache / f"{chan}.npz").exists():
+            raise click.ClickException(f"{cache} has no scores of {chan}")
+        with np.load(cache / f"{chan}.npz") as data:
+            scores = data["test"]
+        test = load_series(root, chan, "test")
+        model = ServedModel(load_checkpoint(cache / f"{chan}.pt", device="cpu"))
+        lead = len(test) - len(scores)  # rows before the first scored one: the history
+        found = [
+            (s + lead, e + lead)
+            for s, e in batch_sequences(
+                scores.astype(np.float64), test[lead:, 0], config, chan != "C-2"
+            )
+        ]
+        streamed = run_engine(settings, model, chan, test, scores).episodes()
+        for row in chan_rows:
+            result.rows.append(row)
+            result.batch.append(count_channel(chan, row.anomaly_sequences, found, row.num_values))
+            result.streamed.append(
+                count_channel(chan, row.anomaly_sequences, streamed, row.num_values)
+            )
+    return result
+
+
+def batch_table(result: BatchResult, root: Path) -> str:
+    lines = [
+        "| processing | data | label rows | P | R | F1 | composite F1 | flagged |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for craft in sorted({r.spacecraft for r in result.rows}):
+        picked = [i for i, r in enumerate(result.rows) if r.spacecraft == craft]
+        chans = {result.rows[i].chan_id for i in picked}
+        reference = [c for c in telemanom_reference(root, craft) if c.channel in chans]
+        for name, counts in (
+            ("telemanom's 2018 processing, batch, on these errors", result.batch),
+            ("the default, streamed (the daemon's engine), on these errors", result.streamed),
+            ("telemanom's published run (its own model)", None),
+        ):
+            chosen = reference if counts is None else [counts[i] for i in picked]
+            m = summarise(chosen)
+            lines.append(
+                f"| {name} | {craft} | {len(chosen)} | {m.precision:.3f} | {m.recall:.3f} | "
+                f"{m.f1:.3f} | {m.composite_f1:.3f} | {m.flagged_fraction:.1%} |"
+            )
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--cache",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="a score cache of `evaluate --thresholds ... --score-cache` (raw errors)",
+)
+@click.option("--dataset", type=click.Choice(["smap", "msl", "both"]), default="both")
+@click.option("--channel", "channels", multiple=True, help="only these channels (repeatable)")
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT)",
+)
+def main(cache: Path, dataset: str, channels: tuple[str, ...], data_root: Path | None) -> None:
+    """Score a model's cached test errors with telemanom's 2018 batch processing and with the
+    streamed default, side by side with telemanom's published run (a diagnostic: test labels
+    score, they choose nothing)."""
+    root = data_root or Path(Settings().data.root)
+    result = run_batch(root, dataset, cache, list(channels) or None)
+    click.echo(batch_table(result, root))
+
+
+if __name__ == "__main__":
+    main()
