@@ -24,7 +24,9 @@ What the batch form does that the streamed one does not:
 
 Kept deliberately as the 2018 code had it; only two things differ. Found sequences are
 placed on the test rows our errors belong to (the 2018 code indexed them from the first
-predicted value; the 250-row shift came later, telemanom PR #27). And on a short series the
+predicted value; the 250-row shift came later, telemanom PR #27). Our errors run to the last
+row; telemanom's stop 10 rows earlier (`BatchConfig.n_predictions`), so the last 10 are
+dropped, which keeps its window count and warm-up as they were. And on a short series the
 2018 code could pad an early error backwards to negative indices; those are dropped. The 5–95 %
 range of the values is taken over the predicted value of each row (telemanom's ``y_test``
 held the next 10 values of each row, nearly the same set).
@@ -64,6 +66,9 @@ class BatchConfig:
     error_buffer: int = 100
     p: float = 0.13  # minimum percent decrease between sequences' peaks (pruning)
     smoothing_perc: float = 0.05
+    # telemanom's test windows each need this many targets, so its errors stop this many
+    # rows before the series does; that length sets its windows and its warm-up.
+    n_predictions: int = 10
 
     @property
     def span(self) -> int:
@@ -250,11 +255,10 @@ def run_batch(
         test = load_series(root, chan, "test")
         model = ServedModel(load_checkpoint(cache / f"{chan}.pt", device="cpu"))
         lead = len(test) - len(scores)  # rows before the first scored one: the history
+        errors = scores[: len(scores) - config.n_predictions].astype(np.float64)
+        values = test[lead : lead + len(errors), 0]
         found = [
-            (s + lead, e + lead)
-            for s, e in batch_sequences(
-                scores.astype(np.float64), test[lead:, 0], config, chan != "C-2"
-            )
+            (s + lead, e + lead) for s, e in batch_sequences(errors, values, config, chan != "C-2")
         ]
         streamed = run_engine(settings, model, chan, test, scores).episodes()
         for row in chan_rows:
