@@ -666,6 +666,10 @@ def incumbent_variant(variants: Sequence[ThresholdVariant], base: Settings) -> s
 
     want = built(base)
     for variant in variants:
+        # An oracle is fitted on test labels: never a configuration the daemon runs (and
+        # not a registered strategy).
+        if variant.threshold.get("kind") in ORACLE_KINDS:
+            continue
         if built(variant.settings(base)) == want:
             return variant.name
     return None

@@ -329,6 +329,11 @@ def test_the_incumbent_is_the_grid_variant_the_engine_builds_as_the_settings(mon
         update={"threshold": default.threshold.model_copy(update={"kind": "p2_quantile"})}
     )
     assert threshold_grid.incumbent_variant(variants, other) is None
+    # A grid with oracles (fitted on test labels, not strategies) is read past them.
+    oracle = ThresholdVariant("f1 oracle", {"kind": "f1_optimal"})
+    assert threshold_grid.incumbent_variant([oracle, *variants], default) == (
+        "telemanom, buffer 100, relearn 100, spikes ×1.5"
+    )
 
 
 def test_the_grid_report_names_the_runner_up_and_the_margin(tmp_path):
