@@ -123,15 +123,8 @@ class ThresholdSettings(BaseModel):
         ewma_sigma the fields above beneath them."""
         if self.kind != "ewma_sigma":
             return dict(self.params)
-        return {
-            "k": self.k,
-            "alpha": self.alpha,
-            "warmup": self.warmup,
-            "prior_weight": self.prior_weight,
-            "log_scores": self.log_scores,
-            "min_ratio": self.min_ratio,
-            **self.params,
-        }
+        fields = ("k", "alpha", "warmup", "prior_weight", "log_scores", "min_ratio")
+        return {name: getattr(self, name) for name in fields} | self.params
 
 
 class AlertSettings(BaseModel):

@@ -571,9 +571,11 @@ def choice_margin(
         if craft not in crafts:
             raise ValueError(f"no injected run of {craft!r} (there are: {', '.join(crafts)})")
         crafts = [craft]
-    for craft in crafts:
+    for drawn_craft in crafts:
         # In the order of the runs, so that one copy per channel draws as it always did.
-        channels = list(dict.fromkeys(r.chan_id for r in a.injected_rows if r.spacecraft == craft))
+        channels = list(
+            dict.fromkeys(r.chan_id for r in a.injected_rows if r.spacecraft == drawn_craft)
+        )
         drawn = rng.integers(0, len(channels), size=(resamples, len(channels)))
         for res, sign in ((a, 1.0), (b, -1.0)):
             f1, composite = _drawn_f1s(res, channels, drawn)
