@@ -225,6 +225,40 @@ def batch_sequences(
     return _runs([int(i) for i in np.flatnonzero(flagged)])
 
 
+@dataclass(frozen=True)
+class _CachedChannel:
+    """One channel's test series and cached scores, and what the batch form found in them."""
+
+    test: np.ndarray
+    scores: np.ndarray  # the score cache's, one per row from `lead` on
+    lead: int  # rows of history before the first score
+    smoothed: np.ndarray  # telemanom's smoothed errors, from row `lead` on
+    found: list[tuple[int, int]]  # the batch form's sequences, on test rows
+    model: ServedModel
+
+
+def _cached_channel(root: Path, cache: Path, chan: str, config: BatchConfig) -> _CachedChannel:
+    if not (cache / f"{chan}.npz").exists():
+        raise click.ClickException(f"{cache} has no scores of {chan}")
+    with np.load(cache / f"{chan}.npz") as data:
+        scores = data["test"]
+    test = load_series(root, chan, "test")
+    lead = len(test) - len(scores)
+    errors = scores[: len(scores) - config.n_predictions].astype(np.float64)
+    values = test[lead : lead + len(errors), 0]
+    # C-2's anomaly is too early for the flat start: the 2018 code made it the exception.
+    flatten = chan != "C-2"
+    found = [(s + lead, e + lead) for s, e in batch_sequences(errors, values, config, flatten)]
+    return _CachedChannel(
+        test,
+        scores,
+        lead,
+        smoothed_errors(errors, config, flatten),
+        found,
+        ServedModel(load_checkpoint(cache / f"{chan}.pt", device="cpu")),
+    )
+
+
 @dataclass
 class BatchResult:
     """Per label row, what the batch form found and what the streamed default found."""
@@ -248,22 +282,13 @@ def run_batch(
     for row in rows:
         by_chan.setdefault(row.chan_id, []).append(row)
     for chan, chan_rows in tqdm(by_chan.items(), desc="telemanom, batch", unit="channel"):
-        if not (cache / f"{chan}.npz").exists():
-            raise click.ClickException(f"{cache} has no scores of {chan}")
-        with np.load(cache / f"{chan}.npz") as data:
-            scores = data["test"]
-        test = load_series(root, chan, "test")
-        model = ServedModel(load_checkpoint(cache / f"{chan}.pt", device="cpu"))
-        lead = len(test) - len(scores)  # rows before the first scored one: the history
-        errors = scores[: len(scores) - config.n_predictions].astype(np.float64)
-        values = test[lead : lead + len(errors), 0]
-        found = [
-            (s + lead, e + lead) for s, e in batch_sequences(errors, values, config, chan != "C-2")
-        ]
-        streamed = run_engine(settings, model, chan, test, scores).episodes()
+        ch = _cached_channel(root, cache, chan, config)
+        streamed = run_engine(settings, ch.model, chan, ch.test, ch.scores).episodes()
         for row in chan_rows:
             result.rows.append(row)
-            result.batch.append(count_channel(chan, row.anomaly_sequences, found, row.num_values))
+            result.batch.append(
+                count_channel(chan, row.anomaly_sequences, ch.found, row.num_values)
+            )
             result.streamed.append(
                 count_channel(chan, row.anomaly_sequences, streamed, row.num_values)
             )
@@ -293,6 +318,59 @@ def batch_table(result: BatchResult, root: Path) -> str:
     return "\n".join(lines)
 
 
+def plot_channel(root: Path, cache: Path, chan: str, out: Path) -> Path:
+    """One channel: its values, telemanom's smoothed errors with what the batch form found,
+    and the streamed default's score, threshold and episodes; labels in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ch = _cached_channel(root, cache, chan, BatchConfig())
+    test, found, lead, smoothed = ch.test, ch.found, ch.lead, ch.smoothed
+    run = run_engine(Settings(), ch.model, chan, test, ch.scores)
+    episodes = run.episodes()
+    labelled = [
+        seq
+        for row in dataset_rows(root, "both")
+        if row.chan_id == chan
+        for seq in row.anomaly_sequences
+    ]
+    fig, axes = plt.subplots(3, 1, figsize=(12, 6.6), sharex=True)
+    axes[0].plot(np.arange(len(test)), test[:, 0], lw=0.6, color="0.2")
+    axes[0].set_ylabel("value")
+    axes[0].set_title(f"{chan}: one model's errors, processed two ways (labels in red)")
+    axes[1].plot(np.arange(len(smoothed)) + lead, smoothed, lw=0.7, color="0.2")
+    axes[1].set_ylabel("smoothed error")
+    axes[2].plot(
+        np.asarray(run.end_seqs), np.asarray(run.scores), lw=0.5, color="0.2", label="score"
+    )
+    limits = np.asarray([np.nan if t is None else t for t in run.thresholds], dtype=float)
+    axes[2].plot(np.asarray(run.end_seqs), limits, lw=0.9, color="tab:orange", label="threshold")
+    axes[2].set_ylabel("score")
+    axes[2].legend(loc="upper left", fontsize="x-small")
+    for ax, spans, name in (
+        (axes[1], found, "telemanom's 2018 processing, batch"),
+        (axes[2], episodes, "the default, streamed"),
+    ):
+        c = count_channel(chan, labelled, spans, len(test))
+        ax.set_title(
+            f"{name}: TP {c.tp} FP {c.fp} FN {c.fn}, flagged {c.flagged_points / len(test):.1%}",
+            fontsize="small",
+        )
+        for start, end in spans:
+            ax.axvspan(start, end + 1, ymin=0, ymax=0.12, color="tab:blue", alpha=0.8, lw=0)
+    for ax in axes:
+        for start, end in labelled:
+            ax.axvspan(start, end, color="tab:red", alpha=0.2, lw=0)
+    axes[-1].set_xlabel("step (test split)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--cache",
@@ -308,11 +386,28 @@ def batch_table(result: BatchResult, root: Path) -> str:
     default=None,
     help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT)",
 )
-def main(cache: Path, dataset: str, channels: tuple[str, ...], data_root: Path | None) -> None:
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="with one --channel: draw both processings of it into this PNG",
+)
+def main(
+    cache: Path,
+    dataset: str,
+    channels: tuple[str, ...],
+    data_root: Path | None,
+    plot: Path | None,
+) -> None:
     """Score a model's cached test errors with telemanom's 2018 batch processing and with the
     streamed default, side by side with telemanom's published run (a diagnostic: test labels
     score, they choose nothing)."""
     root = data_root or Path(Settings().data.root)
+    if plot is not None:
+        if len(channels) != 1:
+            raise click.BadParameter("needs exactly one --channel", param_hint="--plot")
+        click.echo(plot_channel(root, cache, channels[0], plot))
+        return
     result = run_batch(root, dataset, cache, list(channels) or None)
     click.echo(batch_table(result, root))
 

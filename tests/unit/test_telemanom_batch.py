@@ -146,6 +146,16 @@ def test_both_processings_read_one_cache_and_the_streamed_one_is_the_grids_defau
     assert out.exit_code == 0, out.output
     assert "| telemanom's 2018 processing, batch, on these errors | SMAP | 1 |" in out.output
     assert "| telemanom's published run (its own model) | SMAP | 1 |" in out.output
+    plotted = CliRunner().invoke(
+        tb.main, ["--cache", str(cache), "--channel", "D-11", "--data-root", str(DATA),
+                  "--plot", str(tmp_path / "D-11.png")],
+    )  # fmt: skip
+    assert plotted.exit_code == 0, plotted.output
+    assert (tmp_path / "D-11.png").read_bytes()[:4] == b"\x89PNG"
+    unplotted = CliRunner().invoke(
+        tb.main, ["--cache", str(cache), "--plot", str(tmp_path / "all.png")]
+    )
+    assert unplotted.exit_code != 0 and "needs exactly one --channel" in unplotted.output
     missing = CliRunner().invoke(
         tb.main, ["--cache", str(cache), "--channel", "A-1", "--data-root", str(DATA)]
     )
