@@ -497,9 +497,11 @@ def evaluate(
     if grid is not None:
         from stream_detector.evaluation.threshold_grid import (
             INJECTION_COPIES,
+            RESULTS_FILE,
             incumbent_variant,
             load_grid,
             run_grid,
+            save_results,
             write_grid,
         )
 
@@ -517,6 +519,7 @@ def evaluate(
         )
         incumbent = incumbent_variant(variants, settings)
         doc = write_grid(results, root, kind, target, variants, incumbent)
+        save_results(results, target / RESULTS_FILE)  # for `grid-report` to merge shards
         click.echo(doc.read_text())
         return
     try:
@@ -553,6 +556,59 @@ def _shard_channels(root: Path, dataset: str, given: list[str] | None, shard: st
     if not share:
         raise click.ClickException(f"shard {shard} of {len(ordered)} channels is empty")
     return share
+
+
+@main.command("grid-report")
+@click.argument("shares", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--thresholds",
+    "grid",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The grid the shares were run with.",
+)
+@click.option("--model", "kind", default="lstm_dt", show_default=True, help="For the title.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@_data_root_option
+@click.pass_context
+def grid_report(
+    ctx: click.Context,
+    shares: tuple[Path, ...],
+    grid: Path,
+    kind: str,
+    out: Path,
+    data_root: Path | None,
+) -> None:
+    """One grid report from the shares of `evaluate --thresholds ... --shard I/N`: each
+    SHARE is an --out folder of one (or its grid-results.pkl). The channels are put back in
+    the label file's order, so the report (and its bootstrap) is the one a single run over
+    all of them writes."""
+    from stream_detector.evaluation.runner import dataset_rows
+    from stream_detector.evaluation.threshold_grid import (
+        RESULTS_FILE,
+        incumbent_variant,
+        load_grid,
+        load_results,
+        merge_results,
+        save_results,
+        write_grid,
+    )
+
+    settings = _settings(ctx)
+    root = data_root or settings.data.root
+    paths = [p / RESULTS_FILE if p.is_dir() else p for p in shares]
+    try:
+        parts = [load_results(p) for p in paths]
+        order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
+        results = merge_results(parts, order)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    variants = load_grid(grid)
+    if [v.name for v in variants] != list(results):
+        raise click.BadParameter("not the grid the shares were run with", param_hint="--thresholds")
+    doc = write_grid(results, root, kind, out, variants, incumbent_variant(variants, settings))
+    save_results(results, out / RESULTS_FILE)
+    click.echo(doc.read_text())
 
 
 @main.command()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import time
 import zlib
 from collections.abc import Sequence
@@ -416,6 +417,92 @@ def run_grid(
             injection_copies,
             one_per_copy,
         )
+    return results
+
+
+def _split_by_channel(res: VariantResult) -> dict[str, VariantResult]:
+    """One variant's result cut into one result per channel (each channel's entries are
+    side by side: `grid_channel` appends a channel's all at once)."""
+    parts: dict[str, VariantResult] = {}
+
+    def part(chan: str) -> VariantResult:
+        return parts.setdefault(chan, VariantResult(oracle=res.oracle))
+
+    for counts, row in zip(res.counts, res.rows, strict=True):
+        part(row.chan_id).counts.append(counts)
+        part(row.chan_id).rows.append(row)
+    for counts, row, kinds in zip(res.injected, res.injected_rows, res.injected_kinds, strict=True):
+        part(row.chan_id).injected.append(counts)
+        part(row.chan_id).injected_rows.append(row)
+        part(row.chan_id).injected_kinds.append(kinds)
+    for row, episodes, steps in zip(
+        res.validation_rows, res.validation_by_channel, res.validation_steps_by_channel, strict=True
+    ):
+        part(row.chan_id).validation_rows.append(row)
+        part(row.chan_id).validation_by_channel.append(episodes)
+        part(row.chan_id).validation_steps_by_channel.append(steps)
+    return parts
+
+
+def merge_results(
+    shares: Sequence[dict[str, VariantResult]], channel_order: Sequence[str]
+) -> dict[str, VariantResult]:
+    """The grid results of several shares of the channels (`evaluate --shard`) as one run
+    over all of them would have made them: the channels in `channel_order` (the label
+    file's), so that the bootstrap draws what it would draw. Every share must hold the same
+    variants, and no channel may be in two shares."""
+    if not shares:
+        raise ValueError("nothing to merge")
+    names = list(shares[0])
+    for share in shares[1:]:
+        if list(share) != names:
+            raise ValueError("the shares were run with different grids")
+    merged: dict[str, VariantResult] = {}
+    for name in names:
+        by_channel: dict[str, VariantResult] = {}
+        for share in shares:
+            for chan, part in _split_by_channel(share[name]).items():
+                if chan in by_channel:
+                    raise ValueError(f"{chan} is in two shares")
+                by_channel[chan] = part
+        unknown = set(by_channel) - set(channel_order)
+        if unknown:
+            raise ValueError(f"channels outside the given order: {sorted(unknown)}")
+        out = VariantResult(oracle=shares[0][name].oracle)
+        for chan in (c for c in channel_order if c in by_channel):
+            for field_name in (
+                "counts",
+                "rows",
+                "injected",
+                "injected_rows",
+                "injected_kinds",
+                "validation_rows",
+                "validation_by_channel",
+                "validation_steps_by_channel",
+            ):
+                getattr(out, field_name).extend(getattr(by_channel[chan], field_name))
+        merged[name] = out
+    return merged
+
+
+RESULTS_FILE = "grid-results.pkl"
+
+
+def save_results(results: dict[str, VariantResult], path: Path) -> Path:
+    """The grid's results as they are, for `merge_results` (a pickle: read only your own)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        pickle.dump(results, handle)
+    return path
+
+
+def load_results(path: Path) -> dict[str, VariantResult]:
+    with Path(path).open("rb") as handle:
+        results = pickle.load(handle)  # unpickling runs code: only files save_results wrote
+    if not isinstance(results, dict) or not all(
+        isinstance(r, VariantResult) for r in results.values()
+    ):
+        raise ValueError(f"{path} does not hold grid results")
     return results
 
 

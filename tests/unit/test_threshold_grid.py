@@ -99,6 +99,64 @@ def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path,
         assert again[variant.name].validation_episodes == results[variant.name].validation_episodes
 
 
+def test_shares_of_the_channels_merge_into_the_single_run(tmp_path):
+    from click.testing import CliRunner
+
+    from stream_detector.cli import main
+    from stream_detector.evaluation.runner import dataset_rows
+
+    cache = tmp_path / "cache"
+    # P-2 has two label rows; A-1 comes first in the label file.
+    chans = ["A-1", "P-2"]
+    whole = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS, chans, False, cache=cache)
+    shares = [run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS, [c], False, cache=cache)
+              for c in reversed(chans)]  # fmt: skip
+    order = list(dict.fromkeys(r.chan_id for r in dataset_rows(DATA, "both")))
+    merged = threshold_grid.merge_results(shares, order)
+    assert merged == whole
+    assert [r.chan_id for r in merged["default"].rows] == ["A-1", "P-2", "P-2"]
+    with pytest.raises(ValueError, match="A-1 is in two shares"):
+        threshold_grid.merge_results([shares[1], whole], order)
+    with pytest.raises(ValueError, match="different grids"):
+        threshold_grid.merge_results([shares[0], {"other": shares[1]["default"]}], order)
+    # Through the files `evaluate --thresholds` writes, and the command that reads them.
+    grid = tmp_path / "grid.json"
+    grid.write_text(
+        __import__("json").dumps(
+            [{"name": v.name, "threshold": v.threshold, "alerts": v.alerts} for v in VARIANTS]
+        )
+    )
+    folders = []
+    for i, share in enumerate(shares):
+        threshold_grid.save_results(share, tmp_path / f"share-{i}" / threshold_grid.RESULTS_FILE)
+        folders.append(str(tmp_path / f"share-{i}"))
+    assert (
+        threshold_grid.load_results(tmp_path / "share-0" / threshold_grid.RESULTS_FILE)
+        == (shares[0])
+    )
+    out = CliRunner().invoke(
+        main,
+        ["grid-report", *folders, "--thresholds", str(grid), "--model", "dense_ae",
+         "--out", str(tmp_path / "merged"), "--data-root", str(DATA)],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    # The default settings are the grid's "default": the report gives the written rule's
+    # verdict on it, and is the single run's in everything but the time it was written.
+    single = threshold_grid.write_grid(
+        whole, DATA, "dense_ae", tmp_path / "single", VARIANTS, "default"
+    )
+    merged_doc = (tmp_path / "merged" / "thresholds.md").read_text()
+    assert "The written rule (docs/results.md, tenth look)" in merged_doc
+    assert merged_doc.splitlines()[:-1] == single.read_text().splitlines()[:-1]
+    assert threshold_grid.load_results(tmp_path / "merged" / threshold_grid.RESULTS_FILE) == whole
+    wrong = CliRunner().invoke(
+        main,
+        ["grid-report", folders[0], "--thresholds", str(REPO / "docs/threshold-race.json"),
+         "--out", str(tmp_path / "wrong"), "--data-root", str(DATA)],
+    )  # fmt: skip
+    assert wrong.exit_code != 0 and "not the grid the shares were run with" in wrong.output
+
+
 def test_scores_cached_by_another_scorer_are_scored_again_not_reused(tmp_path, monkeypatch):
     """Same recipe stamp, but the scores were made another way (or before the scorer mark)."""
     cache = tmp_path / "cache"
