@@ -91,9 +91,11 @@ race-cache: install ## the race's training only: RACE_MODEL per channel by JOBS 
 	done; status=0; for p in "$${pids[@]}"; do wait $$p || status=1; done; \
 	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/race-$(RACE_NAME)-shard-*.log; exit 1; fi
 
+# Each shard judges its own channels as it goes; grid-report merges the shards' results into
+# the report one process over all channels would write (and its written rule's verdict).
 race: race-cache ## the threshold race: race-cache, then every variant of RACE_GRID → artifacts/eval/race-RACE_MODEL (race-default without one)
-	$(BIN)/stream-detector evaluate $(if $(RACE_MODEL),--model $(RACE_MODEL)) --dataset both $(RACE_FLAGS) \
-	  --thresholds $(RACE_GRID) --score-cache $(RACE_CACHE) --out artifacts/eval/race-$(RACE_NAME)
+	$(BIN)/stream-detector grid-report $(foreach i,$(shell seq 0 $$(($(JOBS) - 1))),artifacts/eval/race-$(RACE_NAME)-shard-$(i)) \
+	  --thresholds $(RACE_GRID) --model $(or $(RACE_MODEL),lstm_dt) --out artifacts/eval/race-$(RACE_NAME)
 
 # The ensemble's members trained one by one (two race caches), then combined without
 # retraining: `make race RACE_MODEL=ensemble` after this only scores. (Without this, that
