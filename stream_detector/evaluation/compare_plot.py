@@ -23,6 +23,7 @@ import numpy as np
 
 from stream_detector.data.smap_msl import load_labels, load_series
 from stream_detector.evaluation.metrics import count_channel
+from stream_detector.evaluation.plots import save_figure
 from stream_detector.evaluation.threshold_grid import load_grid, run_engine
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
@@ -74,11 +75,7 @@ def compare_thresholds(
             ax.set_ylim(bottom=float(np.percentile(positive, 1)) / 2)
         ax.legend(loc="upper left", fontsize="x-small")
     axes[-1].set_xlabel("step (test split)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,7 +12,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from stream_detector.evaluation.runner import ChannelOutcome
+
+
+def save_figure(fig: Figure, path: Path, dpi: int) -> Path:
+    """Lay out, write (making the folder) and close a figure."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def plot_channel(outcome: ChannelOutcome, test: np.ndarray, path: Path) -> Path:
@@ -42,8 +53,4 @@ def plot_channel(outcome: ChannelOutcome, test: np.ndarray, path: Path) -> Path:
         f"{c.channel}: labelled (red) vs alerted (blue) — TP {c.tp}, FP {c.fp}, FN {c.fn}"
     )
     bottom.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from stream_detector.data.smap_msl import LabelRow, load_series
 from stream_detector.evaluation.metrics import ChannelCounts, count_channel, summarise
+from stream_detector.evaluation.plots import save_figure
 from stream_detector.evaluation.reference import telemanom_reference
 from stream_detector.evaluation.runner import dataset_rows
 from stream_detector.evaluation.threshold_grid import run_engine
@@ -321,10 +322,7 @@ def batch_table(result: BatchResult, root: Path) -> str:
 def plot_channel(root: Path, cache: Path, chan: str, out: Path) -> Path:
     """One channel: its values, telemanom's smoothed errors with what the batch form found,
     and the streamed default's score, threshold and episodes; labels in red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the Agg backend: set by evaluation.plots
 
     ch = _cached_channel(root, cache, chan, BatchConfig())
     test, found, lead, smoothed = ch.test, ch.found, ch.lead, ch.smoothed
@@ -364,11 +362,7 @@ def plot_channel(root: Path, cache: Path, chan: str, out: Path) -> Path:
         for start, end in labelled:
             ax.axvspan(start, end, color="tab:red", alpha=0.2, lw=0)
     axes[-1].set_xlabel("step (test split)")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

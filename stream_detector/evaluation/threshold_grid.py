@@ -24,7 +24,7 @@ import pickle
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -444,6 +444,10 @@ def _split_by_channel(res: VariantResult) -> dict[str, VariantResult]:
     return parts
 
 
+# Every field of a VariantResult but its oracle flag is a list with one entry per run.
+_LISTED_FIELDS = tuple(f.name for f in fields(VariantResult) if f.name != "oracle")
+
+
 def merge_results(
     shares: Sequence[dict[str, VariantResult]], channel_order: Sequence[str]
 ) -> dict[str, VariantResult]:
@@ -470,17 +474,8 @@ def merge_results(
             raise ValueError(f"channels outside the given order: {sorted(unknown)}")
         out = VariantResult(oracle=shares[0][name].oracle)
         for chan in (c for c in channel_order if c in by_channel):
-            for field_name in (
-                "counts",
-                "rows",
-                "injected",
-                "injected_rows",
-                "injected_kinds",
-                "validation_rows",
-                "validation_by_channel",
-                "validation_steps_by_channel",
-            ):
-                getattr(out, field_name).extend(getattr(by_channel[chan], field_name))
+            for listed in _LISTED_FIELDS:
+                getattr(out, listed).extend(getattr(by_channel[chan], listed))
         merged[name] = out
     return merged
 
