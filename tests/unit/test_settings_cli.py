@@ -142,8 +142,8 @@ def test_bench_daemon_env_takes_settings_but_not_its_own_plumbing() -> None:
 
 REPO = Path(__file__).resolve().parents[2]
 # The default configuration's threshold and episode rules as the race grid names them: the
-# label-free pick of docs/results.md's eighth look (with `lstm_dt`, n_predictions 10).
-RACE_PICK = "telemanom, buffer 100, relearn 100, spikes ×1.5"
+# label-free pick of docs/results.md's tenth look (with `lstm_dt`, n_predictions 10).
+RACE_PICK = "telemanom, buffer 100, relearn 100, spikes ×1.5, lead 49"
 
 
 def test_the_default_settings_are_the_race_pick(clean_env) -> None:

@@ -376,12 +376,12 @@ def test_the_incumbent_is_the_grid_variant_the_engine_builds_as_the_settings(mon
     default = Settings()
     assert (
         threshold_grid.incumbent_variant(variants, default)
-        == "telemanom, buffer 100, relearn 100, spikes ×1.5"
-    )
-    lead_49 = default.model_copy(update={"alerts": default.alerts.model_copy(update={"lead": 49})})
-    assert (
-        threshold_grid.incumbent_variant(variants, lead_49)
         == "telemanom, buffer 100, relearn 100, spikes ×1.5, lead 49"
+    )
+    lead_99 = default.model_copy(update={"alerts": default.alerts.model_copy(update={"lead": 99})})
+    assert (
+        threshold_grid.incumbent_variant(variants, lead_99)
+        == "telemanom, buffer 100, relearn 100, spikes ×1.5"
     )
     other = default.model_copy(
         update={"threshold": default.threshold.model_copy(update={"kind": "p2_quantile"})}
@@ -390,7 +390,7 @@ def test_the_incumbent_is_the_grid_variant_the_engine_builds_as_the_settings(mon
     # A grid with oracles (fitted on test labels, not strategies) is read past them.
     oracle = ThresholdVariant("f1 oracle", {"kind": "f1_optimal"})
     assert threshold_grid.incumbent_variant([oracle, *variants], default) == (
-        "telemanom, buffer 100, relearn 100, spikes ×1.5"
+        "telemanom, buffer 100, relearn 100, spikes ×1.5, lead 49"
     )
 
 
