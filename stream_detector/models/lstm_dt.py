@@ -27,6 +27,10 @@ With ``n_predictions > 1`` the n outputs are a training target; what is scored i
 
 With the default ``n_predictions = 1`` the two are the same number: the error of the
 prediction of the window's newest value.
+
+``init = "keras"`` starts the weights as telemanom's Keras network did (Glorot-uniform
+kernels, orthogonal recurrent kernels, forget-gate bias 1); the default ``"torch"`` keeps
+torch's uniform draws, which every cached score so far was trained from.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from stream_detector.models.torch_training import fit_detector, windows_to_tenso
 __all__ = ["LSTMNextValuePredictor", "TelemanomNetwork"]
 
 TrainingLoss = Literal["squared", "absolute"]
+Initialisation = Literal["torch", "keras"]
 ScoredPrediction = Literal["first", "mean"]
 
 
@@ -65,6 +70,7 @@ class TelemanomNetwork(nn.Module):
         dropout: float,
         n_predictions: int,
         n_targets: int,
+        init: Initialisation = "torch",
     ) -> None:
         super().__init__()
         self.n_predictions = n_predictions
@@ -77,6 +83,29 @@ class TelemanomNetwork(nn.Module):
         # telemanom puts a Dropout after every LSTM, the last one included.
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden[-1], n_predictions * n_targets)
+        if init == "keras":
+            self._keras_init()
+
+    @torch.no_grad()
+    def _keras_init(self) -> None:
+        """Keras' defaults, which telemanom's network was trained from: Glorot-uniform input
+        and Dense kernels, an orthogonal recurrent kernel, zero biases but a forget-gate bias
+        of 1 (``unit_forget_bias``). torch's default draws everything from U(±1/√units)."""
+        for lstm in self.lstms:
+            units = lstm.hidden_size
+            for name, weight in lstm.named_parameters():
+                if name.startswith("weight_ih"):
+                    # (4·units, inputs): the same fan-in and fan-out as Keras' (inputs, 4·units).
+                    nn.init.xavier_uniform_(weight)
+                elif name.startswith("weight_hh"):
+                    # Keras draws one (units, 4·units) orthogonal matrix; this is its transpose.
+                    nn.init.orthogonal_(weight)
+                elif name.startswith("bias"):
+                    weight.zero_()
+            # torch adds two biases where Keras has one; the gates are ordered i, f, g, o.
+            lstm.bias_ih_l0[units : 2 * units] = 1.0
+        nn.init.xavier_uniform_(self.head.weight)
+        self.head.bias.zero_()
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         sequence = history
@@ -110,6 +139,7 @@ class LSTMNextValuePredictor(Detector):
         loss: TrainingLoss = "squared",
         score_features: list[int] | None = None,
         scored_prediction: ScoredPrediction = "first",
+        init: Initialisation = "torch",
     ) -> None:
         super().__init__(window, n_features)
         hidden = [80, 80] if hidden is None else [int(size) for size in hidden]
@@ -128,6 +158,8 @@ class LSTMNextValuePredictor(Detector):
             raise ValueError(
                 f"scored_prediction must be 'first' or 'mean', got {scored_prediction!r}"
             )
+        if init not in ("torch", "keras"):
+            raise ValueError(f"init must be 'torch' or 'keras', got {init!r}")
         # The columns predicted and scored. The name matches the reconstruction models', so
         # the same setting (the CLI's --score-features) means "score the telemetry value".
         targets = checked_score_features(
@@ -139,13 +171,14 @@ class LSTMNextValuePredictor(Detector):
         self.loss: TrainingLoss = loss
         self.scored_prediction: ScoredPrediction = scored_prediction
         self.score_features = targets
+        self.init: Initialisation = init
         self.network = TelemanomNetwork(
-            n_features, hidden, self.dropout, n_predictions, len(targets)
+            n_features, hidden, self.dropout, n_predictions, len(targets), init
         )
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        return {
+        described: dict[str, Any] = {
             "hidden": list(self.hidden),
             "dropout": self.dropout,
             "n_predictions": self.n_predictions,
@@ -153,6 +186,11 @@ class LSTMNextValuePredictor(Detector):
             "score_features": list(self.score_features),
             "scored_prediction": self.scored_prediction,
         }
+        # Only a non-default start is written: the score caches key their scores by these,
+        # and how the weights started does not change how trained weights score.
+        if self.init != "torch":
+            described["init"] = self.init
+        return described
 
     def to(self, device: str | torch.device) -> Self:
         self.device = resolve_device(device)

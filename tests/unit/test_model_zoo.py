@@ -335,3 +335,28 @@ def test_lstm_dt_defaults_are_telemanoms_and_its_geometry_is_checked() -> None:
         build_detector("lstm_dt", 10, 2, score_features=[2])
     with pytest.raises(ValueError, match="loss"):
         build_detector("lstm_dt", 10, 2, loss="huber")
+
+
+def test_lstm_dt_keras_init_starts_as_telemanoms_keras_network() -> None:
+    """Orthogonal recurrent kernels, Glorot-bounded input kernels, biases 0 but forget 1."""
+    torch.manual_seed(0)
+    detector = build_detector("lstm_dt", 30, 3, hidden=[8, 6], init="keras")
+    assert detector.hyperparameters["init"] == "keras"
+    for lstm in detector.network.lstms:
+        units, inputs = lstm.hidden_size, lstm.input_size
+        recurrent = lstm.weight_hh_l0.detach()  # (4·units, units)
+        assert torch.allclose(recurrent.T @ recurrent, torch.eye(units), atol=1e-5)
+        limit = (6 / (inputs + 4 * units)) ** 0.5
+        assert lstm.weight_ih_l0.abs().max() <= limit
+        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+        assert torch.equal(bias[units : 2 * units], torch.ones(units))  # the forget gate
+        assert not bias[:units].any() and not bias[2 * units :].any()
+    head = detector.network.head
+    assert not head.bias.any() and head.weight.abs().max() <= (6 / (6 + 1)) ** 0.5
+    # torch's default is left alone and not written (older score caches stay keyed alike).
+    torch.manual_seed(0)
+    default = build_detector("lstm_dt", 30, 3, hidden=[8, 6])
+    assert "init" not in default.hyperparameters
+    assert default.network.lstms[0].bias_ih_l0.abs().min() > 0
+    with pytest.raises(ValueError, match="init"):
+        build_detector("lstm_dt", 30, 3, init="xavier")
