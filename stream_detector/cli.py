@@ -611,6 +611,73 @@ def grid_report(
     click.echo(doc.read_text())
 
 
+@main.command("grid-compare")
+@click.argument("first", type=click.Path(exists=True, path_type=Path))
+@click.argument("second", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--thresholds",
+    "grid",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The grid both were run with.",
+)
+@click.option(
+    "--variant",
+    default=None,
+    help="The threshold to compare them under [default: the grid's variant that the "
+    "current settings build, the default configuration].",
+)
+@click.option(
+    "--names",
+    default="first,second",
+    show_default=True,
+    help="What to call FIRST and SECOND in the table, comma-separated.",
+)
+@_data_root_option
+@click.pass_context
+def grid_compare(
+    ctx: click.Context,
+    first: Path,
+    second: Path,
+    grid: Path,
+    variant: str | None,
+    names: str,
+    data_root: Path | None,
+) -> None:
+    """Two detectors under one threshold: FIRST and SECOND are grid results (an --out
+    folder of `evaluate --thresholds` or `grid-report`, or its grid-results.pkl) of the same
+    grid over the same channels. Prints both rows and how often FIRST stays ahead of SECOND
+    on the written rule's label-free key in paired draws of the channels."""
+    from stream_detector.evaluation.threshold_grid import (
+        RESULTS_FILE,
+        compare_detectors,
+        incumbent_variant,
+        load_grid,
+        load_results,
+    )
+
+    settings = _settings(ctx)
+    labels = tuple(n.strip() for n in names.split(","))
+    if len(labels) != 2 or not all(labels):
+        raise click.BadParameter(f"expected two names, got {names!r}", param_hint="--names")
+    name = variant or incumbent_variant(load_grid(grid), settings)
+    if name is None:
+        raise click.BadParameter(
+            "no variant of the grid is the current settings' configuration: name one",
+            param_hint="--variant",
+        )
+    try:
+        runs = [load_results(p / RESULTS_FILE if p.is_dir() else p) for p in (first, second)]
+        if any(name not in run for run in runs):
+            raise ValueError(f"variant {name!r} is not in both results")
+        doc = compare_detectors(
+            runs[0][name], runs[1][name], (labels[0], labels[1]), data_root or settings.data.root
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Under `{name}`:\n\n{doc}")
+
+
 @main.command()
 @click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--trials", type=int, default=None, help="Override the study's number of trials.")

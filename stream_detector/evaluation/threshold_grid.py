@@ -739,6 +739,35 @@ def race_decision(
     return RaceDecision(incumbent, pick, margins, min_margin)
 
 
+def detector_margins(first: VariantResult, second: VariantResult) -> dict[str, float]:
+    """The written rule's bootstrap between two detectors under one threshold: how often
+    `first`'s run stays ahead of `second`'s on the tie-break rule's key, over both data sets'
+    channels together ("all") and each alone. Both must hold the same channels' injected
+    runs (the same grid over the same channels, each detector's own cache). Label-free."""
+    pair = {"first": first, "second": second}
+    margins = {"all": choice_margin(pair, "first", "second", tie_break_composite=True)}
+    for craft in _injected_crafts(pair):
+        margins[craft] = choice_margin(
+            pair, "first", "second", tie_break_composite=True, craft=craft
+        )
+    return margins
+
+
+def compare_detectors(
+    first: VariantResult, second: VariantResult, names: tuple[str, str], root: Path
+) -> str:
+    """Markdown: the two detectors' rows under one threshold (test and injected numbers,
+    side by side), then `detector_margins`."""
+    table = grid_table({names[0]: first, names[1]: second}, root, "detector")
+    ahead = ", ".join(f"{k} {v:.0%}" for k, v in detector_margins(first, second).items())
+    return (
+        f"{table}\n\n`{names[0]}` stays ahead of `{names[1]}` on the written rule's key "
+        f"(injected F1, then injected composite F1) in {ahead} of 1,000 paired draws of the "
+        f"channels (the tenth look's bar for a change of default: {DECISION_MARGIN:.0%} on "
+        "each). The test columns read labels and choose nothing.\n"
+    )
+
+
 def incumbent_variant(variants: Sequence[ThresholdVariant], base: Settings) -> str | None:
     """The grid's variant that is `base`'s threshold and episode rules (the name of the
     default configuration in the grid), compared as the engine builds them; None if none."""

@@ -428,6 +428,40 @@ def test_the_grid_report_names_the_runner_up_and_the_margin(tmp_path):
     )
 
 
+def test_two_detectors_under_one_threshold_are_drawn_in_pairs(tmp_path):
+    from click.testing import CliRunner
+
+    from stream_detector.cli import main
+
+    both = [("SMAP", 0), ("SMAP", 0), ("MSL", 0)]
+    # "better" finds the one MSL anomaly "worse" misses; on SMAP they find the same, and
+    # "better" flags 20 steps more on C-1: every draw of SMAP's channels holding C-1 goes to
+    # "worse" on composite F1 (3 of 4 draws of two channels), the others tie.
+    better = _result(both, [(10, 19), (5, 34), (10, 19)])
+    worse = _result(both, [(10, 19), (10, 19), None])
+    margins = threshold_grid.detector_margins(better, worse)
+    assert margins["MSL"] == 1.0
+    assert margins["SMAP"] == pytest.approx(0.25 * 0.5, abs=0.05)  # ties count half
+    assert margins["all"] == 1.0  # MSL's find outweighs any composite on SMAP
+    doc = threshold_grid.compare_detectors(better, worse, ("keras", "torch"), DATA)
+    assert "`keras` stays ahead of `torch`" in doc and "MSL 100%" in doc
+    with pytest.raises(ValueError, match="same channels"):
+        threshold_grid.detector_margins(better, _result(both[:2], [None, None]))
+    # The command reads two saved results and compares them under the named variant.
+    for name, res in (("a", better), ("b", worse)):
+        threshold_grid.save_results({"v": res}, tmp_path / name / threshold_grid.RESULTS_FILE)
+    grid = tmp_path / "grid.json"
+    grid.write_text('[{"name": "v", "threshold": {"kind": "telemanom"}}]')
+    args = ["grid-compare", str(tmp_path / "a"), str(tmp_path / "b"), "--thresholds", str(grid)]
+    result = CliRunner().invoke(main, [*args, "--variant", "v", "--names", "keras,torch"])
+    assert result.exit_code == 0, result.output
+    assert "Under `v`" in result.output and "MSL 100%" in result.output
+    result = CliRunner().invoke(main, [*args, "--variant", "gone"])
+    assert result.exit_code != 0 and "'gone' is not in both results" in result.output
+    result = CliRunner().invoke(main, [*args, "--variant", "v", "--names", "one"])
+    assert result.exit_code != 0 and "expected two names" in result.output
+
+
 def test_rank_correlation_by_hand():
     rho = threshold_grid.rank_correlation
     assert rho([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
