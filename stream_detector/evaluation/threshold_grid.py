@@ -938,7 +938,7 @@ def write_grid(
                 margin = (
                     f"; the runner-up is `{runner_up}`, and the choice stays ahead of it in "
                     f"{ahead:.0%} of 1,000 draws of each data set's channels with replacement "
-                    "(near 50 %: not told apart)"
+                    "(near 50 % would mean not told apart)"
                 )
         picks.append(f"`{choice}`{margin}")
     channels = sum(len(res.validation_rows) for res in results.values())
