@@ -74,8 +74,10 @@ evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels →
 # whose cache is artifacts/cache/lstm_dt_np10. RACE_FLAGS changes the recipe (it needs its
 # own RACE_CACHE), e.g. telemanom's full training on a GPU machine:
 # RACE_FLAGS="--epochs 35 --patience 10 --train-stride 1".
-# Cost on a CPU (measured 2026-12-02, one thread per process): the default detector takes
-# ~6 minutes per SMAP channel, and MSL's 27 channels took 61 minutes with JOBS=2.
+# Cost on a CPU (measured 2026-12-02 with JOBS=2, one thread per process, each shard judging
+# the grid as it goes): MSL's 27 channels took 12 minutes with the default detector and 30 with
+# telemanom's full budget (RACE_FLAGS above). An earlier, slower machine took 61 minutes for
+# MSL and ~2.5 hours for SMAP with the default detector.
 RACE_MODEL ?=
 RACE_GRID ?= docs/threshold-race-lstm-dt.json
 RACE_NAME = $(or $(RACE_MODEL),default)
