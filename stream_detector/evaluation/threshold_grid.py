@@ -731,12 +731,19 @@ def race_decision(
     pick = label_free_choice(results, tie_break_composite=True)
     margins: dict[str, float] = {}
     if pick is not None and pick != incumbent:
-        margins["all"] = choice_margin(results, pick, incumbent, tie_break_composite=True)
-        for craft in _injected_crafts({pick: results[pick]}):
-            margins[craft] = choice_margin(
-                results, pick, incumbent, tie_break_composite=True, craft=craft
-            )
+        margins = _rule_margins(results, pick, incumbent)
     return RaceDecision(incumbent, pick, margins, min_margin)
+
+
+def _rule_margins(results: dict[str, VariantResult], first: str, second: str) -> dict[str, float]:
+    """`choice_margin` on the tie-break rule's key: over all data sets' channels ("all"),
+    then over each data set's of `first` alone."""
+    margins = {"all": choice_margin(results, first, second, tie_break_composite=True)}
+    for craft in _injected_crafts({first: results[first]}):
+        margins[craft] = choice_margin(
+            results, first, second, tie_break_composite=True, craft=craft
+        )
+    return margins
 
 
 def detector_margins(first: VariantResult, second: VariantResult) -> dict[str, float]:
@@ -744,13 +751,7 @@ def detector_margins(first: VariantResult, second: VariantResult) -> dict[str, f
     `first`'s run stays ahead of `second`'s on the tie-break rule's key, over both data sets'
     channels together ("all") and each alone. Both must hold the same channels' injected
     runs (the same grid over the same channels, each detector's own cache). Label-free."""
-    pair = {"first": first, "second": second}
-    margins = {"all": choice_margin(pair, "first", "second", tie_break_composite=True)}
-    for craft in _injected_crafts(pair):
-        margins[craft] = choice_margin(
-            pair, "first", "second", tie_break_composite=True, craft=craft
-        )
-    return margins
+    return _rule_margins({"first": first, "second": second}, "first", "second")
 
 
 def compare_detectors(

@@ -93,16 +93,17 @@ class TelemanomNetwork(nn.Module):
         of 1 (``unit_forget_bias``). torch's default draws everything from U(±1/√units)."""
         for lstm in self.lstms:
             units = lstm.hidden_size
-            for name, weight in lstm.named_parameters():
+            for name, parameter in lstm.named_parameters():
                 if name.startswith("weight_ih"):
                     # (4·units, inputs): the same fan-in and fan-out as Keras' (inputs, 4·units).
-                    nn.init.xavier_uniform_(weight)
+                    nn.init.xavier_uniform_(parameter)
                 elif name.startswith("weight_hh"):
                     # Keras draws one (units, 4·units) orthogonal matrix; this is its transpose.
-                    nn.init.orthogonal_(weight)
+                    nn.init.orthogonal_(parameter)
                 elif name.startswith("bias"):
-                    weight.zero_()
-            # torch adds two biases where Keras has one; the gates are ordered i, f, g, o.
+                    parameter.zero_()
+            # torch adds two biases where Keras has one; the gates are ordered i, f, g, o. Each
+            # nn.LSTM here is one layer, so its only biases are layer 0's.
             lstm.bias_ih_l0[units : 2 * units] = 1.0
         nn.init.xavier_uniform_(self.head.weight)
         self.head.bias.zero_()
