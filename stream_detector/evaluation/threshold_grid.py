@@ -760,7 +760,8 @@ def compare_detectors(
     """Markdown: the two detectors' rows under one threshold (test and injected numbers,
     side by side), then `detector_margins`."""
     table = grid_table({names[0]: first, names[1]: second}, root, "detector")
-    ahead = ", ".join(f"{k} {v:.0%}" for k, v in detector_margins(first, second).items())
+    # One decimal: a margin next to the 90 % bar must show which side of it it is on.
+    ahead = ", ".join(f"{k} {v:.1%}" for k, v in detector_margins(first, second).items())
     return (
         f"{table}\n\n`{names[0]}` stays ahead of `{names[1]}` on the written rule's key "
         f"(injected F1, then injected composite F1) in {ahead} of 1,000 paired draws of the "

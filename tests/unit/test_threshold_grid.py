@@ -444,7 +444,7 @@ def test_two_detectors_under_one_threshold_are_drawn_in_pairs(tmp_path):
     assert margins["SMAP"] == pytest.approx(0.25 * 0.5, abs=0.05)  # ties count half
     assert margins["all"] == 1.0  # MSL's find outweighs any composite on SMAP
     doc = threshold_grid.compare_detectors(better, worse, ("keras", "torch"), DATA)
-    assert "`keras` stays ahead of `torch`" in doc and "MSL 100%" in doc
+    assert "`keras` stays ahead of `torch`" in doc and "MSL 100.0%" in doc
     with pytest.raises(ValueError, match="same channels"):
         threshold_grid.detector_margins(better, _result(both[:2], [None, None]))
     # The command reads two saved results and compares them under the named variant.
@@ -455,7 +455,7 @@ def test_two_detectors_under_one_threshold_are_drawn_in_pairs(tmp_path):
     args = ["grid-compare", str(tmp_path / "a"), str(tmp_path / "b"), "--thresholds", str(grid)]
     result = CliRunner().invoke(main, [*args, "--variant", "v", "--names", "keras,torch"])
     assert result.exit_code == 0, result.output
-    assert "Under `v`" in result.output and "MSL 100%" in result.output
+    assert "Under `v`" in result.output and "MSL 100.0%" in result.output
     result = CliRunner().invoke(main, [*args, "--variant", "gone"])
     assert result.exit_code != 0 and "'gone' is not in both results" in result.output
     result = CliRunner().invoke(main, [*args, "--variant", "v", "--names", "one"])
