@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,17 @@ _data_root_option = click.option(
     default=None,
     help="SMAP/MSL folder [default: SD_DATA__ROOT].",
 )
+
+
+def _grid_file_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--thresholds GRID` of the commands that read grid results back."""
+    return click.option(
+        "--thresholds",
+        "grid",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+        help=help,
+    )
 
 
 def _recipe(kind: str, given: dict[str, Any]) -> RecipeDefaults:
@@ -560,13 +572,7 @@ def _shard_channels(root: Path, dataset: str, given: list[str] | None, shard: st
 
 @main.command("grid-report")
 @click.argument("shares", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--thresholds",
-    "grid",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="The grid the shares were run with.",
-)
+@_grid_file_option("The grid the shares were run with.")
 @click.option("--model", "kind", default="lstm_dt", show_default=True, help="For the title.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @_data_root_option
@@ -596,9 +602,8 @@ def grid_report(
 
     settings = _settings(ctx)
     root = data_root or settings.data.root
-    paths = [p / RESULTS_FILE if p.is_dir() else p for p in shares]
     try:
-        parts = [load_results(p) for p in paths]
+        parts = [load_results(p) for p in shares]
         order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
         results = merge_results(parts, order)
     except (FileNotFoundError, ValueError) as exc:
@@ -614,13 +619,7 @@ def grid_report(
 @main.command("grid-compare")
 @click.argument("first", type=click.Path(exists=True, path_type=Path))
 @click.argument("second", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--thresholds",
-    "grid",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="The grid both were run with.",
-)
+@_grid_file_option("The grid both were run with.")
 @click.option(
     "--variant",
     default=None,
@@ -649,7 +648,6 @@ def grid_compare(
     grid over the same channels. Prints both rows and how often FIRST stays ahead of SECOND
     on the written rule's label-free key in paired draws of the channels."""
     from stream_detector.evaluation.threshold_grid import (
-        RESULTS_FILE,
         compare_detectors,
         incumbent_variant,
         load_grid,
@@ -667,7 +665,7 @@ def grid_compare(
             param_hint="--variant",
         )
     try:
-        runs = [load_results(p / RESULTS_FILE if p.is_dir() else p) for p in (first, second)]
+        runs = [load_results(first), load_results(second)]
         if any(name not in run for run in runs):
             raise ValueError(f"variant {name!r} is not in both results")
         doc = compare_detectors(

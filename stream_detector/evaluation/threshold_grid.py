@@ -492,7 +492,11 @@ def save_results(results: dict[str, VariantResult], path: Path) -> Path:
 
 
 def load_results(path: Path) -> dict[str, VariantResult]:
-    with Path(path).open("rb") as handle:
+    """What `save_results` wrote: at `path`, or in the folder `path` (its RESULTS_FILE)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    with path.open("rb") as handle:
         results = pickle.load(handle)  # unpickling runs code: only files save_results wrote
     if not isinstance(results, dict) or not all(
         isinstance(r, VariantResult) for r in results.values()

@@ -92,7 +92,6 @@ class TelemanomNetwork(nn.Module):
         and Dense kernels, an orthogonal recurrent kernel, zero biases but a forget-gate bias
         of 1 (``unit_forget_bias``). torch's default draws everything from U(±1/√units)."""
         for lstm in self.lstms:
-            units = lstm.hidden_size
             for name, parameter in lstm.named_parameters():
                 if name.startswith("weight_ih"):
                     # (4·units, inputs): the same fan-in and fan-out as Keras' (inputs, 4·units).
@@ -102,9 +101,11 @@ class TelemanomNetwork(nn.Module):
                     nn.init.orthogonal_(parameter)
                 elif name.startswith("bias"):
                     parameter.zero_()
-            # torch adds two biases where Keras has one; the gates are ordered i, f, g, o. Each
-            # nn.LSTM here is one layer, so its only biases are layer 0's.
-            lstm.bias_ih_l0[units : 2 * units] = 1.0
+                    # torch adds two biases where Keras has one: the forget gate's 1 goes in
+                    # the input one. The gates are ordered i, f, g, o.
+                    if name.startswith("bias_ih"):
+                        units = len(parameter) // 4
+                        parameter[units : 2 * units] = 1.0
         nn.init.xavier_uniform_(self.head.weight)
         self.head.bias.zero_()
 
