@@ -227,7 +227,7 @@ def batch_sequences(
 
 
 @dataclass(frozen=True)
-class _CachedChannel:
+class CachedChannel:
     """One channel's test series and cached scores, and what the batch form found in them."""
 
     test: np.ndarray
@@ -238,7 +238,7 @@ class _CachedChannel:
     model: ServedModel
 
 
-def _cached_channel(root: Path, cache: Path, chan: str, config: BatchConfig) -> _CachedChannel:
+def cached_channel(root: Path, cache: Path, chan: str, config: BatchConfig) -> CachedChannel:
     if not (cache / f"{chan}.npz").exists():
         raise click.ClickException(f"{cache} has no scores of {chan}")
     with np.load(cache / f"{chan}.npz") as data:
@@ -250,7 +250,7 @@ def _cached_channel(root: Path, cache: Path, chan: str, config: BatchConfig) -> 
     # C-2's anomaly is too early for the flat start: the 2018 code made it the exception.
     flatten = chan != "C-2"
     found = [(s + lead, e + lead) for s, e in batch_sequences(errors, values, config, flatten)]
-    return _CachedChannel(
+    return CachedChannel(
         test,
         scores,
         lead,
@@ -283,7 +283,7 @@ def run_batch(
     for row in rows:
         by_chan.setdefault(row.chan_id, []).append(row)
     for chan, chan_rows in tqdm(by_chan.items(), desc="telemanom, batch", unit="channel"):
-        ch = _cached_channel(root, cache, chan, config)
+        ch = cached_channel(root, cache, chan, config)
         streamed = run_engine(settings, ch.model, chan, ch.test, ch.scores).episodes()
         for row in chan_rows:
             result.rows.append(row)
@@ -324,7 +324,7 @@ def plot_channel(root: Path, cache: Path, chan: str, out: Path) -> Path:
     and the streamed default's score, threshold and episodes; labels in red."""
     import matplotlib.pyplot as plt  # the Agg backend: set by evaluation.plots
 
-    ch = _cached_channel(root, cache, chan, BatchConfig())
+    ch = cached_channel(root, cache, chan, BatchConfig())
     test, found, lead, smoothed = ch.test, ch.found, ch.lead, ch.smoothed
     run = run_engine(Settings(), ch.model, chan, test, ch.scores)
     episodes = run.episodes()
