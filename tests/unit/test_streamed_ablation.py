@@ -62,6 +62,7 @@ def test_the_table_has_a_line_per_ablation_the_batch_form_and_where_false_episod
 
 def test_each_ablation_changes_only_its_own_parameters_of_the_default():
     base = Settings()
+
     def described(settings: Settings) -> dict:
         t = settings.threshold
         return build_threshold(t.kind, **t.strategy_params()).describe()
