@@ -39,7 +39,8 @@ from stream_detector.settings import Settings, ThresholdSettings
 FIRST_WINDOW = 2100
 
 # Each row undoes one rule of the streamed default (parameters of `TelemanomThreshold`), as
-# the 2018 batch form has it; the last undoes all three at once.
+# the 2018 batch form has it; the last undoes the spike rule, the protection and the short
+# warm-up at once.
 ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("the default", {}),
     # The batch form has no spike rule: a one-step spike counts only through the smoothing.
@@ -50,6 +51,8 @@ ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("warm-up 500", {"warmup": 500}),
     # Causal, the nearest to judging the first window whole: no alarm before it is full.
     ("warm-up 2,100", {"warmup": FIRST_WINDOW}),
+    # The batch form prunes against every unflagged error of its window (the fourteenth look).
+    ("pruned against the window", {"prune_window": True}),
     (
         "no spike rule, unprotected, warm-up 500",
         {"spike_margin": 0.0, "protect": False, "warmup": 500},

@@ -52,6 +52,16 @@ so far, in order (causal). Entering a run is judged as before. The view itself i
 stored, but a point it clears is normal, and normal points are learned: the tail of an
 anomaly then enters the protected window, which can move ε for later decisions.
 
+**Pruned against the window (``prune_window``).** telemanom prunes a sequence against the
+largest error of its window that is not flagged, and that includes an earlier run above ε
+that was itself pruned: a new bump must clear the earlier ones by ``p``, not only the errors
+under ε. By default the streamed form prunes against the largest error under ε, so a
+channel whose errors bump above ε now and then raises a false episode at the first bump a
+little higher than the last (SMAP's E-10 and A-7 in the thirteenth look, docs/results.md).
+With ``prune_window`` a run's peak must clear every learned error of the window. What
+differs still: once a long run is learned (``relearn_after``), its errors count too, where
+telemanom would leave out what it flagged.
+
 Defaults: telemanom's published parameters (span 105, window 2,100, batch 70, error buffer
 100, p 0.13, error floor 0.05), plus the two additions of this form — re-learning after 100
 anomalous scores and spikes above 1.5 times the window's raw maximum — as chosen without
@@ -159,6 +169,7 @@ class TelemanomThreshold(ThresholdStrategy):
         prior_tail: int = 0,
         spike_margin: float = 0.5,
         in_window: bool = False,
+        prune_window: bool = False,
     ) -> None:
         if span < 1 or batch < 1 or window < 2 * batch:
             raise ValueError("need span >= 1, batch >= 1 and window >= 2·batch")
@@ -186,6 +197,7 @@ class TelemanomThreshold(ThresholdStrategy):
             raise ValueError("need spike_margin >= 0 (0: off)")
         self.spike_margin = spike_margin
         self.in_window = in_window
+        self.prune_window = prune_window
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -204,6 +216,7 @@ class TelemanomThreshold(ThresholdStrategy):
             "prior_tail": self.prior_tail,
             "spike_margin": self.spike_margin,
             "in_window": self.in_window,
+            "prune_window": self.prune_window,
         }
 
     @property
@@ -260,18 +273,25 @@ class TelemanomThreshold(ThresholdStrategy):
     def _refresh(self, state: ThresholdState) -> None:
         errors = np.asarray(state["buf"], dtype=np.float64)
         mean, eps, eps_inv = self._epsilons(errors)
-        below = errors[errors <= eps]
         state["mean"] = mean
         state["eps"] = eps
-        state["normal_max"] = float(below.max()) if len(below) else eps
+        state["normal_max"] = self._normal_max(errors, eps)
         if eps_inv is not None:
-            flipped = 2 * mean - errors
-            below_inv = flipped[flipped <= eps_inv]
             state["eps_inv"] = eps_inv
-            state["normal_max_inv"] = float(below_inv.max()) if len(below_inv) else eps_inv
+            state["normal_max_inv"] = self._normal_max(2 * mean - errors, eps_inv)
         # telemanom measures the signal's spread once per window, as it does ε.
         state["floor"] = self._floor(state["values"])
         state["since"] = 0
+
+    def _normal_max(self, errors: np.ndarray, eps: float) -> float:
+        """The largest error a run's peak must clear by the fraction ``p`` (pruning)."""
+        if self.prune_window:
+            # telemanom's batch form prunes against the largest error of the window not
+            # flagged, and a run above ε that was pruned is not flagged. Here that is every
+            # learned error: under protection, everything but the hits.
+            return float(errors.max())
+        below = errors[errors <= eps]
+        return float(below.max()) if len(below) else eps
 
     def _window_view(self, state: ThresholdState, es: float) -> _Epsilons | None:
         """The mean, ε and inverted ε of the window telemanom would judge ``es`` in: the

@@ -222,6 +222,24 @@ def test_telemanom_relearns_after_a_long_run_of_anomalies():
     assert state["buf"][-2:] == [10.0, 10.0], "learned once the run outlasts relearn_after"
 
 
+def test_telemanom_prune_window_prunes_against_every_learned_error_of_the_window():
+    for prune_window, then in ((False, "anomalous"), (True, "normal")):
+        thr, state = _warm_telemanom(prune_window=prune_window)
+        assert state["eps"] == pytest.approx(1.3733, abs=1e-4)
+        assert state["normal_max"] == pytest.approx(1.1, abs=1e-4)
+        # 1.2 is under ε: normal, learned. Refreshed 20 learned errors later, ε falls under it.
+        state, d = thr.step(state, 1.2)
+        assert d.status == "normal"
+        for _ in range(19):
+            state, _ = thr.step(state, 1.05)
+        assert state["since"] == 0 and state["eps"] == pytest.approx(1.1905, abs=1e-4)
+        # By default the bar is the largest error under ε (≈ 1.1): 1.3 clears it by p
+        # (1.3 · 0.87 = 1.131). Against the window, the bar is the learned 1.2 itself.
+        assert state["normal_max"] == pytest.approx(1.2 if prune_window else 1.1, abs=1e-4)
+        assert thr.step(state, 1.3)[1].status == then
+        assert thr.step(state, 1.4)[1].status == "anomalous"  # 1.4 · 0.87 = 1.218 > 1.2
+
+
 def test_telemanom_starts_from_the_training_tail():
     thr = build_threshold("telemanom", span=1, window=200, batch=20, warmup=0, prior_tail=200)
     tail = tuple(1.0 + 0.01 * (i % 7) for i in range(300))
