@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from stream_detector.data.smap_msl import load_labels
+from stream_detector.evaluation.metrics import overlaps
 from stream_detector.records import AlertRecord
 from stream_detector.settings import Settings
 from stream_detector.topics import group_caught_up, read_topic
@@ -60,9 +61,7 @@ class DemoOutcome:
 
     def overlapping(self) -> list[tuple[int, int]]:
         return [
-            ep
-            for ep in self.episodes().values()
-            if any(_overlaps(ep, lab) for lab in self.labelled)
+            ep for ep in self.episodes().values() if any(overlaps(ep, lab) for lab in self.labelled)
         ]
 
     def far(self, margin: int) -> list[tuple[int, int]]:
@@ -70,12 +69,8 @@ class DemoOutcome:
         return [
             ep
             for ep in self.episodes().values()
-            if not any(_overlaps(ep, (s - margin, e + margin)) for s, e in self.labelled)
+            if not any(overlaps(ep, (s - margin, e + margin)) for s, e in self.labelled)
         ]
-
-
-def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
 
 
 def _cli(*args: str) -> list[str]:

@@ -53,7 +53,7 @@ def flags_from_spans(spans: Iterable[Span], n: int) -> np.ndarray:
     return flags
 
 
-def _overlaps(a: Span, b: Span) -> bool:
+def overlaps(a: Span, b: Span) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
@@ -84,8 +84,8 @@ def count_channel(
     """Compare one channel's predicted sequences with its labelled ones."""
     labels = merge_spans(labelled)
     preds = merge_spans((max(s, 0), min(e, n_points - 1)) for s, e in predicted if e >= 0)
-    found = [any(_overlaps(lab, p) for p in preds) for lab in labels]
-    fp = sum(not any(_overlaps(p, lab) for lab in labels) for p in preds)
+    found = [any(overlaps(lab, p) for p in preds) for lab in labels]
+    fp = sum(not any(overlaps(p, lab) for lab in labels) for p in preds)
     flags = flags_from_spans(preds, n_points)
     truth = flags_from_spans(labels, n_points)
     delays = []

@@ -28,7 +28,13 @@ import click
 from tqdm import tqdm
 
 from stream_detector.data.smap_msl import LabelRow
-from stream_detector.evaluation.metrics import ChannelCounts, Span, count_channel, summarise
+from stream_detector.evaluation.metrics import (
+    ChannelCounts,
+    Span,
+    count_channel,
+    overlaps,
+    summarise,
+)
 from stream_detector.evaluation.runner import dataset_rows
 from stream_detector.evaluation.telemanom_batch import BatchConfig, cached_channel
 from stream_detector.evaluation.threshold_grid import run_engine
@@ -60,16 +66,12 @@ ABLATIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def _overlaps(a: Span, b: Span) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
-
-
 def _false(counts: ChannelCounts) -> list[Span]:
-    return [p for p in counts.predicted if not any(_overlaps(p, lab) for lab in counts.labelled)]
+    return [p for p in counts.predicted if not any(overlaps(p, lab) for lab in counts.labelled)]
 
 
 def _found(counts: ChannelCounts) -> list[Span]:
-    return [lab for lab in counts.labelled if any(_overlaps(p, lab) for p in counts.predicted)]
+    return [lab for lab in counts.labelled if any(overlaps(p, lab) for p in counts.predicted)]
 
 
 @dataclass
@@ -144,8 +146,8 @@ def changes(result: AblationResult, ablation: int, picked: Sequence[int]) -> Cha
     gone = new = lost = 0
     for i in picked:
         default, other = result.ablations[0][i], result.ablations[ablation][i]
-        gone += sum(not any(_overlaps(f, s) for s in other.predicted) for f in _false(default))
-        new += sum(not any(_overlaps(f, s) for s in default.predicted) for f in _false(other))
+        gone += sum(not any(overlaps(f, s) for s in other.predicted) for f in _false(default))
+        new += sum(not any(overlaps(f, s) for s in default.predicted) for f in _false(other))
         kept = _found(other)
         lost += sum(lab not in kept for lab in _found(default))
     return Changes(gone, new, lost)
@@ -157,7 +159,7 @@ def false_places(result: AblationResult, picked: Sequence[int]) -> FalsePlaces:
     for i in picked:
         false = _false(result.ablations[0][i])
         total += len(false)
-        in_batch += sum(any(_overlaps(f, b) for b in result.batch[i].predicted) for f in false)
+        in_batch += sum(any(overlaps(f, b) for b in result.batch[i].predicted) for f in false)
         early += sum(f[0] < result.leads[i] + FIRST_WINDOW for f in false)
     return FalsePlaces(total, in_batch, early)
 
