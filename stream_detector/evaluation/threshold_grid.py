@@ -166,7 +166,7 @@ def run_engine(
     return run_offline(engine, chan, series, steps_per_record=10)
 
 
-def _raw_scores(base: Settings, model: ScoringModel, chan: str, series: np.ndarray) -> np.ndarray:
+def raw_scores(base: Settings, model: ScoringModel, chan: str, series: np.ndarray) -> np.ndarray:
     """The model's own window scores, in stream order (before any calibration)."""
     plain = base.model_copy(
         update={"threshold": base.threshold.model_copy(update={"calibration": "none"})}
@@ -354,7 +354,7 @@ def grid_channel(
         series |= {"validation": validation} | {k: i.values for k, i in injections.items()}
     missing = [name for name in series if name not in scores]
     for name in missing:
-        scores[name] = _raw_scores(base, model, chan, series[name])
+        scores[name] = raw_scores(base, model, chan, series[name])
     for variant in variants:
         settings = variant.settings(base)
         if variant.threshold.get("kind") in ORACLE_KINDS:

@@ -1,0 +1,129 @@
+"""False episodes on a long clean stream: each threshold of a grid over every channel's whole
+train split, replayed through the daemon's engine with the cached model.
+
+A diagnostic for the threshold race's proxy. The race's rule sees false alarms only on the
+held-out part of train and in the short injected runs, and there the fourteenth look's
+pruning option and the default were about alike, while on the test streams one raised 9
+false episodes on SMAP and the other 20 (docs/results.md). The whole train split is a longer
+stream with no labels. Every episode on it is counted as false: SMAP/MSL's train splits are
+meant to be nominal, though not all of them are clean. Most of train was fitted, so its errors
+are smaller than a test stream's and the rates are a floor; what matters is how thresholds
+order by them. It reads no test label, and it chooses nothing: whether such a rate belongs in
+the rule is to be written down before it is used.
+
+    python -m stream_detector.evaluation.train_replay --cache artifacts/cache/lstm_dt_np10 \\
+        --thresholds docs/threshold-pruning.json
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from stream_detector.data.smap_msl import load_series
+from stream_detector.evaluation.runner import dataset_rows
+from stream_detector.evaluation.threshold_grid import (
+    ThresholdVariant,
+    load_grid,
+    raw_scores,
+    run_engine,
+)
+from stream_detector.serving import ServedModel
+from stream_detector.settings import Settings
+from stream_detector.training.checkpoint import load_checkpoint
+
+
+@dataclass
+class ReplayCount:
+    """One threshold's episodes over one data set's train splits."""
+
+    episodes: int = 0
+    steps: int = 0  # scored steps
+
+    @property
+    def per_1k(self) -> float:
+        return 1000.0 * self.episodes / max(self.steps, 1)
+
+
+def replay_train(
+    root: Path,
+    dataset: str,
+    cache: Path,
+    variants: Sequence[ThresholdVariant],
+    channels: Sequence[str] | None = None,
+    base: Settings | None = None,
+) -> dict[str, dict[str, ReplayCount]]:
+    """variant name → spacecraft → its episodes over the train splits of the cached channels.
+    Each channel's train split is scored once by its cached model, then replayed per variant."""
+    base = base or Settings()
+    crafts: dict[str, str] = {}
+    for row in dataset_rows(root, dataset):
+        if not channels or row.chan_id in channels:
+            crafts.setdefault(row.chan_id, row.spacecraft)
+    out: dict[str, dict[str, ReplayCount]] = {v.name: {} for v in variants}
+    for chan, craft in tqdm(crafts.items(), desc="train replay", unit="channel"):
+        if not (cache / f"{chan}.pt").exists():
+            raise click.ClickException(f"{cache} has no model of {chan}")
+        model = ServedModel(load_checkpoint(cache / f"{chan}.pt", device="cpu"))
+        train = load_series(root, chan, "train")
+        scores = raw_scores(base, model, chan, train)
+        for variant in variants:
+            run = run_engine(variant.settings(base), model, chan, train, scores)
+            count = out[variant.name].setdefault(craft, ReplayCount())
+            count.episodes += len(run.episodes())
+            count.steps += len(scores)
+    return out
+
+
+def replay_table(counts: dict[str, dict[str, ReplayCount]]) -> str:
+    lines = [
+        "| threshold | data | episodes on train | scored steps | per 1,000 steps |",
+        "|---|---|---:|---:|---:|",
+    ]
+    crafts = sorted({craft for by_craft in counts.values() for craft in by_craft})
+    for craft in crafts:
+        for name, by_craft in counts.items():
+            c = by_craft.get(craft)
+            if c is not None:
+                lines.append(f"| {name} | {craft} | {c.episodes} | {c.steps:,} | {c.per_1k:.2f} |")
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--cache",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="a score cache of `evaluate --thresholds ... --score-cache` (its checkpoints)",
+)
+@click.option(
+    "--thresholds",
+    "grid",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="a threshold grid (JSON), as for `evaluate --thresholds`",
+)
+@click.option("--dataset", type=click.Choice(["smap", "msl", "both"]), default="both")
+@click.option("--channel", "channels", multiple=True, help="only these channels (repeatable)")
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT)",
+)
+def main(
+    cache: Path, grid: Path, dataset: str, channels: tuple[str, ...], data_root: Path | None
+) -> None:
+    """Replay every channel's whole train split through each threshold of a grid and count
+    its episodes, all presumed false (label-free; a diagnostic that chooses nothing)."""
+    root = data_root or Path(Settings().data.root)
+    counts = replay_train(root, dataset, cache, load_grid(grid), list(channels) or None)
+    click.echo(replay_table(counts))
+
+
+if __name__ == "__main__":
+    main()
