@@ -9,7 +9,7 @@ export SD_KAFKA__BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 export SD_REDIS__URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 export SD_DATA__ROOT ?= $(abspath ../shared/datasets/smap_msl)
 
-.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate race race-cache race-ensemble-cache clean
+.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate race race-cache race-ensemble-cache race-diagnostics clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -98,6 +98,19 @@ race-cache: install ## the race's training only: RACE_MODEL per channel by JOBS 
 race: race-cache ## the threshold race: race-cache, then every variant of RACE_GRID → artifacts/eval/race-RACE_MODEL (race-default without one)
 	$(BIN)/stream-detector grid-report $(foreach i,$(shell seq 0 $$(($(JOBS) - 1))),artifacts/eval/race-$(RACE_NAME)-shard-$(i)) \
 	  --thresholds $(RACE_GRID) --model $(or $(RACE_MODEL),lstm_dt) --out artifacts/eval/race-$(RACE_NAME)
+
+# The diagnostics on a race cache, after `make race`: telemanom's 2018 batch processing of its
+# errors, the default threshold's rules undone one at a time, and each grid variant over the
+# whole train split (docs/results.md, thirteenth and fourteenth looks). Minutes, not hours.
+race-diagnostics: install ## telemanom_batch, streamed_ablation and train_replay on RACE_CACHE → artifacts/eval/diagnostics-RACE_NAME
+	mkdir -p artifacts/eval/diagnostics-$(RACE_NAME)
+	$(BIN)/python -m stream_detector.evaluation.telemanom_batch --cache $(RACE_CACHE) \
+	  > artifacts/eval/diagnostics-$(RACE_NAME)/telemanom-batch.md
+	$(BIN)/python -m stream_detector.evaluation.streamed_ablation --cache $(RACE_CACHE) \
+	  > artifacts/eval/diagnostics-$(RACE_NAME)/streamed-ablation.md
+	$(BIN)/python -m stream_detector.evaluation.train_replay --cache $(RACE_CACHE) \
+	  --thresholds $(RACE_GRID) > artifacts/eval/diagnostics-$(RACE_NAME)/train-replay.md
+	cat artifacts/eval/diagnostics-$(RACE_NAME)/*.md
 
 # The ensemble's members trained one by one (two race caches), then combined without
 # retraining: `make race RACE_MODEL=ensemble` after this only scores. (Without this, that
