@@ -36,7 +36,7 @@ from stream_detector.evaluation.metrics import (
     summarise,
 )
 from stream_detector.evaluation.runner import dataset_rows
-from stream_detector.evaluation.telemanom_batch import BatchConfig, cached_channel
+from stream_detector.evaluation.telemanom_batch import BatchConfig, cache_options, cached_channel
 from stream_detector.evaluation.threshold_grid import run_engine
 from stream_detector.settings import Settings, ThresholdSettings
 
@@ -198,20 +198,7 @@ def ablation_table(result: AblationResult) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--cache",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="a score cache of `evaluate --thresholds ... --score-cache` (raw errors)",
-)
-@click.option("--dataset", type=click.Choice(["smap", "msl", "both"]), default="both")
-@click.option("--channel", "channels", multiple=True, help="only these channels (repeatable)")
-@click.option(
-    "--data-root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT)",
-)
+@cache_options("a score cache of `evaluate --thresholds ... --score-cache` (raw errors)")
 def main(cache: Path, dataset: str, channels: tuple[str, ...], data_root: Path | None) -> None:
     """Undo the streamed default threshold's rules one at a time on a model's cached test
     errors, and say what becomes of the default's false episodes and finds (a diagnostic:

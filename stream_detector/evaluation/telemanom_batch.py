@@ -37,9 +37,10 @@ held the next 10 values of each row, nearly the same set).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -365,21 +366,41 @@ def plot_channel(root: Path, cache: Path, chan: str, out: Path) -> Path:
     return save_figure(fig, out, dpi=100)
 
 
+def cache_options(cache_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options every diagnostic on a score cache takes: --cache, --dataset, --channel
+    (repeatable) and --data-root."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(
+            [
+                click.option(
+                    "--cache",
+                    type=click.Path(exists=True, file_okay=False, path_type=Path),
+                    required=True,
+                    help=cache_help,
+                ),
+                click.option(
+                    "--dataset", type=click.Choice(["smap", "msl", "both"]), default="both"
+                ),
+                click.option(
+                    "--channel", "channels", multiple=True, help="only these channels (repeatable)"
+                ),
+                click.option(
+                    "--data-root",
+                    type=click.Path(exists=True, file_okay=False, path_type=Path),
+                    default=None,
+                    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT)",
+                ),
+            ]
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--cache",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="a score cache of `evaluate --thresholds ... --score-cache` (raw errors)",
-)
-@click.option("--dataset", type=click.Choice(["smap", "msl", "both"]), default="both")
-@click.option("--channel", "channels", multiple=True, help="only these channels (repeatable)")
-@click.option(
-    "--data-root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT)",
-)
+@cache_options("a score cache of `evaluate --thresholds ... --score-cache` (raw errors)")
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),

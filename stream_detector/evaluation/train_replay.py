@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from stream_detector.data.smap_msl import load_series
 from stream_detector.evaluation.runner import dataset_rows
+from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import (
     ThresholdVariant,
     load_grid,
@@ -95,26 +96,13 @@ def replay_table(counts: dict[str, dict[str, ReplayCount]]) -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--cache",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="a score cache of `evaluate --thresholds ... --score-cache` (its checkpoints)",
-)
-@click.option(
     "--thresholds",
     "grid",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     required=True,
     help="a threshold grid (JSON), as for `evaluate --thresholds`",
 )
-@click.option("--dataset", type=click.Choice(["smap", "msl", "both"]), default="both")
-@click.option("--channel", "channels", multiple=True, help="only these channels (repeatable)")
-@click.option(
-    "--data-root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT)",
-)
+@cache_options("a score cache of `evaluate --thresholds ... --score-cache` (its checkpoints)")
 def main(
     cache: Path, grid: Path, dataset: str, channels: tuple[str, ...], data_root: Path | None
 ) -> None:

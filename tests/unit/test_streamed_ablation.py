@@ -79,27 +79,12 @@ def test_each_ablation_changes_only_its_own_parameters_of_the_default():
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "smap_msl"
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"SMAP/MSL data not found at {DATA}")
-def test_on_a_real_cache_the_first_row_is_the_streamed_default(tmp_path):
+def test_on_a_real_cache_the_first_row_is_the_streamed_default(d11_cache, tmp_path):
     from click.testing import CliRunner
 
     from stream_detector.evaluation import telemanom_batch as tb
-    from stream_detector.evaluation.runner import ModelRecipe
-    from stream_detector.evaluation.threshold_grid import ThresholdVariant, run_grid
-    from stream_detector.models.base import FitConfig
 
-    recipe = ModelRecipe(
-        kind="dense_ae",
-        window=30,
-        hyperparameters={"score_features": [0], "hidden": [16, 8]},
-        fit=FitConfig(epochs=1, device="cpu"),
-        train_stride=8,
-    )
-    default = ThresholdVariant(
-        "default", Settings().threshold.model_dump(), Settings().alerts.model_dump()
-    )
-    cache = tmp_path / "cache"
-    run_grid(DATA, "smap", recipe, Settings(), [default], ["D-11"], False, cache=cache)
+    cache = d11_cache
     result = sa.run_ablations(DATA, "smap", cache, ["D-11"])
     batch = tb.run_batch(DATA, "smap", cache, ["D-11"])
     assert result.ablations[0] == batch.streamed and result.batch == batch.batch

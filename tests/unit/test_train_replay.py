@@ -16,32 +16,21 @@ def test_the_rate_is_per_thousand_scored_steps():
     assert tr.ReplayCount().per_1k == 0.0  # nothing scored: no rate, no division by zero
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"SMAP/MSL data not found at {DATA}")
-def test_a_grid_over_one_channels_train_split(tmp_path):
+def test_a_grid_over_one_channels_train_split(d11_cache, tmp_path):
     from click.testing import CliRunner
 
     from stream_detector.data.smap_msl import load_series
-    from stream_detector.evaluation.runner import ModelRecipe
-    from stream_detector.evaluation.threshold_grid import ThresholdVariant, run_engine, run_grid
-    from stream_detector.models.base import FitConfig
+    from stream_detector.evaluation.threshold_grid import ThresholdVariant, run_engine
     from stream_detector.serving import ServedModel
     from stream_detector.settings import Settings
     from stream_detector.training.checkpoint import load_checkpoint
 
-    recipe = ModelRecipe(
-        kind="dense_ae",
-        window=30,
-        hyperparameters={"score_features": [0], "hidden": [16, 8]},
-        fit=FitConfig(epochs=1, device="cpu"),
-        train_stride=8,
-    )
     default = ThresholdVariant(
         "default", Settings().threshold.model_dump(), Settings().alerts.model_dump()
     )
     # A fixed threshold under every score: the whole stream is one episode.
     always = ThresholdVariant("always", {"kind": "fixed", "params": {"value": 1e-12}})
-    cache = tmp_path / "cache"
-    run_grid(DATA, "smap", recipe, Settings(), [default], ["D-11"], False, cache=cache)
+    cache = d11_cache
     counts = tr.replay_train(DATA, "smap", cache, [default, always], ["D-11"])
     train = load_series(DATA, "D-11", "train")
     scored = len(train) - 30 + 1  # one score per full window
