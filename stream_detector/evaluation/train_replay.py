@@ -25,11 +25,15 @@ import click
 from tqdm import tqdm
 
 from stream_detector.data.smap_msl import load_series
+from stream_detector.evaluation.metrics import summarise
 from stream_detector.evaluation.runner import dataset_rows
 from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import (
     ThresholdVariant,
+    VariantResult,
     load_grid,
+    load_results,
+    rank_correlation,
     raw_scores,
     run_engine,
 )
@@ -80,9 +84,74 @@ def replay_train(
     return out
 
 
-def replay_table(counts: dict[str, dict[str, ReplayCount]]) -> str:
+@dataclass(frozen=True)
+class ReplayAgreement:
+    """How a replay's episode counts rank the variants of one data set, against the test
+    streams' false episodes (test labels) and against the held-out part's episodes."""
+
+    n_variants: int
+    with_test_false: float  # Spearman ρ of the replay's episodes and the test false episodes
+    held_out_with_test_false: float  # the same ρ for the held-out part's episodes
+
+
+def replay_agreement(
+    counts: dict[str, dict[str, ReplayCount]], results: dict[str, VariantResult]
+) -> dict[str, ReplayAgreement]:
+    """spacecraft → agreement over the variants in both `counts` and the grid's `results`
+    (non-oracle). Reads test labels, so it chooses nothing: it says whether a replay sees
+    the test streams' false episodes better than the held-out part the rule reads."""
+    out: dict[str, ReplayAgreement] = {}
+    crafts = sorted({craft for by_craft in counts.values() for craft in by_craft})
+    for craft in crafts:
+        replay, held_out, test_false = [], [], []
+        for name, by_craft in counts.items():
+            res = results.get(name)
+            if res is None or res.oracle or craft not in by_craft:
+                continue
+            replay.append(float(by_craft[craft].episodes))
+            held_out.append(
+                float(
+                    sum(
+                        n
+                        for n, row in zip(
+                            res.validation_by_channel, res.validation_rows, strict=True
+                        )
+                        if row.spacecraft == craft
+                    )
+                )
+            )
+            rows = [c for c, r in zip(res.counts, res.rows, strict=True) if r.spacecraft == craft]
+            test_false.append(float(summarise(rows).fp))
+        out[craft] = ReplayAgreement(
+            len(replay),
+            rank_correlation(replay, test_false),
+            rank_correlation(held_out, test_false),
+        )
+    return out
+
+
+def agreement_lines(agreement: dict[str, ReplayAgreement], stream: str) -> str:
     lines = [
-        "| threshold | data | episodes on train | scored steps | per 1,000 steps |",
+        "agreement with the test streams' false episodes (reads test labels; chooses nothing):",
+    ]
+    for craft, a in agreement.items():
+        lines.append(
+            f"  {craft}: ρ {a.with_test_false:.2f} for the {stream}, "
+            f"{a.held_out_with_test_false:.2f} for the held-out part ({a.n_variants} variants)"
+        )
+    return "\n".join(lines)
+
+
+AGAINST_HELP = (
+    "a grid's results (an --out folder of `evaluate --thresholds` or `grid-report`) over the "
+    "same thresholds: also print how the replay ranks them against the test streams' false "
+    "episodes, beside the held-out part (reads test labels)"
+)
+
+
+def replay_table(counts: dict[str, dict[str, ReplayCount]], stream: str = "train") -> str:
+    lines = [
+        f"| threshold | data | episodes on {stream} | scored steps | per 1,000 steps |",
         "|---|---|---:|---:|---:|",
     ]
     crafts = sorted({craft for by_craft in counts.values() for craft in by_craft})
@@ -102,15 +171,28 @@ def replay_table(counts: dict[str, dict[str, ReplayCount]]) -> str:
     required=True,
     help="a threshold grid (JSON), as for `evaluate --thresholds`",
 )
+@click.option(
+    "--against",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help=AGAINST_HELP,
+)
 @cache_options("a score cache of `evaluate --thresholds ... --score-cache` (its checkpoints)")
 def main(
-    cache: Path, grid: Path, dataset: str, channels: tuple[str, ...], data_root: Path | None
+    cache: Path,
+    grid: Path,
+    against: Path | None,
+    dataset: str,
+    channels: tuple[str, ...],
+    data_root: Path | None,
 ) -> None:
     """Replay every channel's whole train split through each threshold of a grid and count
     its episodes, all presumed false (label-free; a diagnostic that chooses nothing)."""
     root = data_root or Path(Settings().data.root)
     counts = replay_train(root, dataset, cache, load_grid(grid), list(channels) or None)
     click.echo(replay_table(counts))
+    if against is not None:
+        click.echo(agreement_lines(replay_agreement(counts, load_results(against)), "train"))
 
 
 if __name__ == "__main__":

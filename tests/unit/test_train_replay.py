@@ -49,3 +49,39 @@ def test_a_grid_over_one_channels_train_split(d11_cache, tmp_path):
     assert f"| always | SMAP | 1 | {scored:,} | {1000 / scored:.2f} |" in out.output
     missing = CliRunner().invoke(tr.main, [*args, "--channel", "A-1"])
     assert missing.exit_code != 0 and "has no model of A-1" in missing.output
+
+
+def test_the_agreement_ranks_replay_and_held_out_counts_against_test_false_episodes():
+    from stream_detector.data.smap_msl import LabelRow
+    from stream_detector.evaluation.metrics import ChannelCounts
+    from stream_detector.evaluation.threshold_grid import VariantResult
+
+    row = LabelRow("A-1", "SMAP", [(0, 1)], ["point"], 10)
+
+    def result(test_false: int, held_out: int, oracle: bool = False) -> VariantResult:
+        counts = ChannelCounts("A-1", 10, [(0, 1)], [], 1, 0, test_false, 2, 2, 2, 2)
+        res = VariantResult(counts=[counts], rows=[row], oracle=oracle)
+        res.validation_rows, res.validation_by_channel = [row], [held_out]
+        res.validation_steps_by_channel = [100]
+        return res
+
+    results = {
+        "a": result(1, 0),
+        "b": result(2, 0),
+        "c": result(3, 1),
+        "oracle": result(0, 9, oracle=True),  # fitted on the labels: never ranked
+    }
+    counts = {
+        "a": {"SMAP": tr.ReplayCount(5, 100)},
+        "b": {"SMAP": tr.ReplayCount(7, 100)},
+        "c": {"SMAP": tr.ReplayCount(9, 100)},
+        "oracle": {"SMAP": tr.ReplayCount(1, 100)},
+        "not in the grid": {"SMAP": tr.ReplayCount(0, 100)},
+    }
+    agreement = tr.replay_agreement(counts, results)["SMAP"]
+    assert agreement.n_variants == 3
+    assert agreement.with_test_false == pytest.approx(1.0)
+    # Held-out ranks (0.5, 0.5, 2) against (0, 1, 2): ρ = 1.5 / √(1.5 · 2) = √0.75.
+    assert agreement.held_out_with_test_false == pytest.approx(0.75**0.5)
+    text = tr.agreement_lines({"SMAP": agreement}, "train")
+    assert "SMAP: ρ 1.00 for the train, 0.87 for the held-out part (3 variants)" in text

@@ -1,0 +1,228 @@
+"""False episodes on a long clean stream the model never saw: each threshold of a grid over
+every channel's train split, cross-fitted in two halves.
+
+A diagnostic for the threshold race's proxy. The race's rule sees false alarms only on the
+held-out fifth of train (26,969 steps on SMAP, about one false episode per variant), too
+short to tell thresholds apart; SMAP's test streams raise twenty. `train_replay` replays the
+whole train split, but most of it was fitted, so its errors are smaller than a test
+stream's, and it agreed with the test streams less well than the held-out part (ρ 0.50 and
+0.12 against 0.75 and 0.45 over the race's grid; docs/results.md).
+
+Here each channel's train split is cut in two halves. A model trained on one half, with the
+cache's own recipe, scores the other, and every threshold replays that half through the
+daemon's engine, starting from that model's own training prior as a test stream starts from
+the deployed model's. So the errors are out of sample, as on a test stream, over about four
+times the held-out part's steps. Every episode is counted as false: SMAP/MSL's train splits
+are meant to be nominal, though not all of them are clean. It reads no test label, and it
+chooses nothing: what a rule may make of it is written down before it is used.
+
+The fold models are a cost of their own (about one training of the recipe per channel);
+they are kept in ``<cache>/crossfit`` with their scores, so a second grid only replays.
+
+    python -m stream_detector.evaluation.crossfit_replay --cache artifacts/cache/lstm_dt_np10 \\
+        --thresholds docs/threshold-pruning.json
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from stream_detector.data.smap_msl import load_series
+from stream_detector.evaluation.runner import ModelRecipe, dataset_rows
+from stream_detector.evaluation.telemanom_batch import cache_options
+from stream_detector.evaluation.threshold_grid import (
+    ScoreCache,
+    ThresholdVariant,
+    load_grid,
+    load_results,
+    raw_scores,
+    run_engine,
+)
+from stream_detector.evaluation.train_replay import (
+    AGAINST_HELP,
+    ReplayCount,
+    agreement_lines,
+    replay_agreement,
+    replay_table,
+)
+from stream_detector.models.base import FitConfig
+from stream_detector.serving import ServedModel
+from stream_detector.settings import Settings
+from stream_detector.training.checkpoint import Checkpoint
+from stream_detector.training.trainer import train_on_series
+
+__all__ = ["FOLDS", "SCORED_KEY", "Fold", "cache_recipe", "fold_halves", "replay_crossfit"]
+
+FOLDS = 2
+# The key of a fold model's scores of the other half in its cache entry.
+SCORED_KEY = "other_half"
+# A half shorter than two windows leaves its model too few windows to train on and to
+# stop early by; such a channel is left out (and said so), not trained on a sliver.
+MIN_HALF_WINDOWS = 2
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold of a channel: the model trained on one half, and the half it scores."""
+
+    chan: str
+    index: int  # 0: trained on the first half, scores the second; 1: the other way round
+    checkpoint: Checkpoint
+    scored: np.ndarray  # the half it scores, (T, D)
+    scores: np.ndarray  # its raw window scores of that half, in stream order
+
+
+def cache_recipe(cache: Path) -> ModelRecipe:
+    """The recipe a score cache was made with, read back from its ``recipe.json``."""
+    stamp = cache / "recipe.json"
+    if not stamp.is_file():
+        raise click.ClickException(f"{cache} is not a score cache: it has no recipe.json")
+    described = json.loads(stamp.read_text())
+    return ModelRecipe(
+        kind=described["kind"],
+        window=int(described["window"]),
+        hyperparameters=described["hyperparameters"],
+        fit=FitConfig(**described["fit"]),
+        train_stride=int(described.get("train_stride", 1)),
+        scaling=described.get("scaling", "standard"),
+    )
+
+
+def fold_halves(train: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The two halves of a train split (the first holds the odd step), or None if either is
+    shorter than `MIN_HALF_WINDOWS` windows."""
+    half = (len(train) + 1) // 2
+    first, second = train[:half], train[half:]
+    if min(len(first), len(second)) < MIN_HALF_WINDOWS * window:
+        return None
+    return first, second
+
+
+def _train_fold(recipe: ModelRecipe, chan: str, half: np.ndarray) -> Checkpoint:
+    return train_on_series(
+        recipe.kind,
+        [half],
+        window=recipe.window,
+        channels=[chan],
+        dataset="smap_msl",
+        hyperparameters=recipe.hyperparameters,
+        fit_config=recipe.fit,
+        train_stride=recipe.train_stride,
+        scaling=recipe.scaling,
+        progress=False,
+    )
+
+
+def channel_folds(
+    root: Path, chan: str, recipe: ModelRecipe, store: ScoreCache, base: Settings
+) -> list[Fold]:
+    """A channel's two folds, trained and scored once, then read from `store`; none if its
+    train split is too short to halve."""
+    halves = fold_halves(load_series(root, chan, "train"), recipe.window)
+    if halves is None:
+        return []
+    folds = []
+    for index in range(FOLDS):
+        key, trained_on, scored = f"{chan}.fold{index}", halves[index], halves[1 - index]
+        cached = store.load(key)
+        arrays: dict[str, np.ndarray] = {}
+        if cached is None:
+            checkpoint = _train_fold(recipe, chan, trained_on)
+        else:
+            checkpoint, arrays = cached
+        if SCORED_KEY not in arrays:
+            arrays = {SCORED_KEY: raw_scores(base, ServedModel(checkpoint), chan, scored)}
+            store.save(key, checkpoint, arrays)
+        folds.append(Fold(chan, index, checkpoint, scored, arrays[SCORED_KEY]))
+    return folds
+
+
+def replay_crossfit(
+    root: Path,
+    dataset: str,
+    cache: Path,
+    variants: Sequence[ThresholdVariant],
+    channels: Sequence[str] | None = None,
+    base: Settings | None = None,
+) -> tuple[dict[str, dict[str, ReplayCount]], list[str]]:
+    """variant name → spacecraft → its episodes over both folds of every channel, and the
+    channels left out because their train split is too short to halve. The fold models use
+    the recipe of `cache` and live in ``cache/crossfit``."""
+    base = base or Settings()
+    recipe = cache_recipe(cache)
+    store = ScoreCache(cache / "crossfit", recipe)
+    crafts: dict[str, str] = {}
+    for row in dataset_rows(root, dataset):
+        if not channels or row.chan_id in channels:
+            crafts.setdefault(row.chan_id, row.spacecraft)
+    out: dict[str, dict[str, ReplayCount]] = {v.name: {} for v in variants}
+    skipped: list[str] = []
+    for chan, craft in tqdm(crafts.items(), desc="cross-fitted replay", unit="channel"):
+        folds = channel_folds(root, chan, recipe, store, base)
+        if not folds:
+            skipped.append(chan)
+        for fold in folds:
+            model = ServedModel(fold.checkpoint)
+            for variant in variants:
+                run = run_engine(variant.settings(base), model, chan, fold.scored, fold.scores)
+                count = out[variant.name].setdefault(craft, ReplayCount())
+                count.episodes += len(run.episodes())
+                count.steps += len(fold.scores)
+    return out, skipped
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--thresholds",
+    "grid",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="a threshold grid (JSON), as for `evaluate --thresholds`",
+)
+@click.option(
+    "--against",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help=AGAINST_HELP,
+)
+@cache_options(
+    "a score cache of `evaluate --thresholds ... --score-cache`: its recipe trains the fold "
+    "models, which are kept in its crossfit/ folder"
+)
+def main(
+    cache: Path,
+    grid: Path,
+    against: Path | None,
+    dataset: str,
+    channels: tuple[str, ...],
+    data_root: Path | None,
+) -> None:
+    """Cut every channel's train split in two halves, train the cache's recipe on each and
+    score the other, replay those out-of-sample scores through each threshold of a grid and
+    count the episodes, all presumed false (label-free; a diagnostic that chooses nothing)."""
+    root = data_root or Path(Settings().data.root)
+    try:
+        counts, skipped = replay_crossfit(
+            root, dataset, cache, load_grid(grid), list(channels) or None
+        )
+    except ValueError as exc:  # another recipe's folds in crossfit/, a series it cannot use
+        raise click.ClickException(str(exc)) from exc
+    click.echo(replay_table(counts, stream="cross-fitted train"))
+    if against is not None:
+        agreement = replay_agreement(counts, load_results(against))
+        click.echo(agreement_lines(agreement, "cross-fitted train"))
+    if skipped:
+        click.echo(
+            f"left out (train split under {2 * MIN_HALF_WINDOWS} windows): " + ", ".join(skipped)
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Each threshold of a grid over a channel's train split, cross-fitted in two halves: the
+halves by hand, then one real cache, counted against the engine's own run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream_detector.evaluation import crossfit_replay as cf
+from stream_detector.evaluation.train_replay import ReplayCount
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "smap_msl"
+
+
+def test_a_train_split_is_halved_with_the_odd_step_in_the_first_half():
+    train = np.arange(18, dtype=np.float32).reshape(9, 2)
+    halves = cf.fold_halves(train, window=2)
+    assert halves is not None
+    first, second = halves
+    assert first[:, 0].tolist() == [0, 2, 4, 6, 8] and second[:, 0].tolist() == [10, 12, 14, 16]
+    # Halves of 4 and 3 steps: the second is under two windows of 2, so no folds at all.
+    assert cf.fold_halves(train[:7], window=2) is None
+
+
+def test_the_recipe_is_read_back_as_the_cache_stamped_it(d11_cache, tmp_path):
+    recipe = cf.cache_recipe(d11_cache)
+    stamped = (d11_cache / "recipe.json").read_text().strip()
+    assert json.dumps(recipe.describe(), sort_keys=True) == stamped
+    from click import ClickException
+
+    with pytest.raises(ClickException, match=r"no recipe\.json"):
+        cf.cache_recipe(tmp_path)
+
+
+def test_a_grid_over_one_channels_two_folds(d11_cache, monkeypatch):
+    from click.testing import CliRunner
+
+    from stream_detector.data.smap_msl import load_series
+    from stream_detector.evaluation.threshold_grid import ThresholdVariant, run_engine
+    from stream_detector.serving import ServedModel
+    from stream_detector.settings import Settings
+    from stream_detector.training.checkpoint import load_checkpoint
+
+    default = ThresholdVariant(
+        "default", Settings().threshold.model_dump(), Settings().alerts.model_dump()
+    )
+    # A fixed threshold under every score: each half is one episode.
+    always = ThresholdVariant("always", {"kind": "fixed", "params": {"value": 1e-12}})
+    counts, skipped = cf.replay_crossfit(DATA, "smap", d11_cache, [default, always], ["D-11"])
+    assert skipped == []
+    train = load_series(DATA, "D-11", "train")
+    half = (len(train) + 1) // 2
+    halves = [train[:half], train[half:]]
+    scored = sum(len(h) - 30 + 1 for h in halves)  # one score per full window of each half
+    assert counts["always"]["SMAP"] == ReplayCount(2, scored)
+    # Fold 0 was trained on the first half and scores the second; fold 1 the other way.
+    episodes = 0
+    for index in range(cf.FOLDS):
+        model_file = d11_cache / "crossfit" / f"D-11.fold{index}.pt"
+        model = ServedModel(load_checkpoint(model_file, device="cpu"))
+        run = run_engine(default.settings(Settings()), model, "D-11", halves[1 - index], None)
+        episodes += len(run.episodes())
+    assert counts["default"]["SMAP"] == ReplayCount(episodes, scored)
+
+    # A second grid only replays: the fold models and their scores come from the cache.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached fold was trained again")
+
+    monkeypatch.setattr(cf, "_train_fold", no_training)
+    grid = d11_cache.parent / "grid.json"
+    grid.write_text(
+        '[{"name": "always", "threshold": {"kind": "fixed", "params": {"value": 1e-12}}}]'
+    )
+    args = ["--cache", str(d11_cache), "--thresholds", str(grid), "--data-root", str(DATA)]
+    out = CliRunner().invoke(cf.main, [*args, "--channel", "D-11", "--dataset", "smap"])
+    assert out.exit_code == 0, out.output
+    assert f"| always | SMAP | 2 | {scored:,} | {2000 / scored:.2f} |" in out.output
+    assert "episodes on cross-fitted train" in out.output
+
+    # Folds of another recipe are refused by name, not mixed in.
+    (d11_cache / "crossfit" / "recipe.json").write_text('{"kind": "other"}\n')
+    refused = CliRunner().invoke(cf.main, [*args, "--channel", "D-11", "--dataset", "smap"])
+    assert refused.exit_code != 0 and "caches scores of another recipe" in refused.output
