@@ -505,7 +505,7 @@ def evaluate(
         raise click.BadParameter("needs --thresholds", param_hint="--all-slots")
     selected = list(channels) or None
     if shard is not None:
-        selected = _shard_channels(root, dataset, selected, shard)
+        selected = shard_channels(root, dataset, selected, shard)
     if grid is not None:
         from stream_detector.evaluation.threshold_grid import (
             INJECTION_COPIES,
@@ -545,7 +545,7 @@ def evaluate(
     )
 
 
-def _shard_channels(root: Path, dataset: str, given: list[str] | None, shard: str) -> list[str]:
+def shard_channels(root: Path, dataset: str, given: list[str] | None, shard: str) -> list[str]:
     """The I-th of N interleaved shares of the labelled channels (or of those given)."""
     from stream_detector.evaluation.runner import dataset_rows
 

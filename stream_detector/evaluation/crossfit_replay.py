@@ -16,8 +16,9 @@ times the held-out part's steps. Every episode is counted as false: SMAP/MSL's t
 are meant to be nominal, though not all of them are clean. It reads no test label, and it
 chooses nothing: what a rule may make of it is written down before it is used.
 
-The fold models are a cost of their own (about one training of the recipe per channel);
-they are kept in ``<cache>/crossfit`` with their scores, so a second grid only replays.
+The fold models are a cost of their own (two trainings per channel; with the default recipe
+about 5 CPU-minutes each here); they are kept in ``<cache>/crossfit`` with their scores, so a
+second grid only replays.
 
     python -m stream_detector.evaluation.crossfit_replay --cache artifacts/cache/lstm_dt_np10 \\
         --thresholds docs/threshold-pruning.json
@@ -192,6 +193,14 @@ def replay_crossfit(
     default=None,
     help=AGAINST_HELP,
 )
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="only every N-th channel, starting at the I-th (0-based), as for `evaluate`: N "
+    "processes with --shard 0/N … N-1/N train the fold models in parallel, then one run "
+    "without it replays them all from the cache (`make race-crossfit JOBS=N`)",
+)
 @cache_options(
     "a score cache of `evaluate --thresholds ... --score-cache`: its recipe trains the fold "
     "models, which are kept in its crossfit/ folder"
@@ -200,6 +209,7 @@ def main(
     cache: Path,
     grid: Path,
     against: Path | None,
+    shard: str | None,
     dataset: str,
     channels: tuple[str, ...],
     data_root: Path | None,
@@ -207,11 +217,14 @@ def main(
     """Cut every channel's train split in two halves, train the cache's recipe on each and
     score the other, replay those out-of-sample scores through each threshold of a grid and
     count the episodes, all presumed false (label-free; a diagnostic that chooses nothing)."""
+    from stream_detector.cli import shard_channels
+
     root = data_root or Path(Settings().data.root)
+    selected = list(channels) or None
+    if shard is not None:
+        selected = shard_channels(root, dataset, selected, shard)
     try:
-        counts, skipped = replay_crossfit(
-            root, dataset, cache, load_grid(grid), list(channels) or None
-        )
+        counts, skipped = replay_crossfit(root, dataset, cache, load_grid(grid), selected)
     except ValueError as exc:  # another recipe's folds in crossfit/, a series it cannot use
         raise click.ClickException(str(exc)) from exc
     click.echo(replay_table(counts, stream="cross-fitted train"))

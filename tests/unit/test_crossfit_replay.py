@@ -75,7 +75,8 @@ def test_a_grid_over_one_channels_two_folds(d11_cache, monkeypatch):
         '[{"name": "always", "threshold": {"kind": "fixed", "params": {"value": 1e-12}}}]'
     )
     args = ["--cache", str(d11_cache), "--thresholds", str(grid), "--data-root", str(DATA)]
-    out = CliRunner().invoke(cf.main, [*args, "--channel", "D-11", "--dataset", "smap"])
+    sharded = [*args, "--channel", "D-11", "--dataset", "smap", "--shard", "0/1"]
+    out = CliRunner().invoke(cf.main, sharded)
     assert out.exit_code == 0, out.output
     assert f"| always | SMAP | 2 | {scored:,} | {2000 / scored:.2f} |" in out.output
     assert "episodes on cross-fitted train" in out.output

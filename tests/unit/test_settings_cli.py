@@ -107,14 +107,14 @@ SMAP_MSL = (Path(__file__).resolve().parents[2] / "../shared/datasets/smap_msl")
 
 
 def test_shards_split_the_labelled_channels_without_overlap() -> None:
-    from stream_detector.cli import _shard_channels
+    from stream_detector.cli import shard_channels
 
-    msl = [_shard_channels(SMAP_MSL, "msl", None, f"{i}/3") for i in range(3)]
+    msl = [shard_channels(SMAP_MSL, "msl", None, f"{i}/3") for i in range(3)]
     flat = [c for share in msl for c in share]
     assert len(flat) == len(set(flat)) == 27  # MSL's labelled channels, each once
     assert [len(share) for share in msl] == [9, 9, 9]
     given = ["A-1", "M-1", "T-1"]
-    halves = [_shard_channels(SMAP_MSL, "both", given, f"{i}/2") for i in range(2)]
+    halves = [shard_channels(SMAP_MSL, "both", given, f"{i}/2") for i in range(2)]
     assert sorted(halves[0] + halves[1]) == given and len(halves[0]) == 2
 
 
