@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream_detector.data.smap_msl import load_series
-from stream_detector.evaluation.runner import ModelRecipe, dataset_rows
+from stream_detector.evaluation.runner import ModelRecipe
 from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import (
     ScoreCache,
@@ -50,6 +50,7 @@ from stream_detector.evaluation.train_replay import (
     AGAINST_HELP,
     ReplayCount,
     agreement_lines,
+    channel_crafts,
     replay_agreement,
     replay_table,
 )
@@ -159,10 +160,7 @@ def replay_crossfit(
     base = base or Settings()
     recipe = cache_recipe(cache)
     store = ScoreCache(cache / "crossfit", recipe)
-    crafts: dict[str, str] = {}
-    for row in dataset_rows(root, dataset):
-        if not channels or row.chan_id in channels:
-            crafts.setdefault(row.chan_id, row.spacecraft)
+    crafts = channel_crafts(root, dataset, channels)
     out: dict[str, dict[str, ReplayCount]] = {v.name: {} for v in variants}
     skipped: list[str] = []
     for chan, craft in tqdm(crafts.items(), desc="cross-fitted replay", unit="channel"):

@@ -54,6 +54,16 @@ class ReplayCount:
         return 1000.0 * self.episodes / max(self.steps, 1)
 
 
+def channel_crafts(root: Path, dataset: str, channels: Sequence[str] | None) -> dict[str, str]:
+    """channel → its spacecraft, for the labelled channels of `dataset` (or those given), in
+    file order."""
+    crafts: dict[str, str] = {}
+    for row in dataset_rows(root, dataset):
+        if not channels or row.chan_id in channels:
+            crafts.setdefault(row.chan_id, row.spacecraft)
+    return crafts
+
+
 def replay_train(
     root: Path,
     dataset: str,
@@ -65,11 +75,8 @@ def replay_train(
     """variant name → spacecraft → its episodes over the train splits of the cached channels.
     Each channel's train split is scored once by its cached model, then replayed per variant."""
     base = base or Settings()
-    crafts: dict[str, str] = {}
-    for row in dataset_rows(root, dataset):
-        if not channels or row.chan_id in channels:
-            crafts.setdefault(row.chan_id, row.spacecraft)
     out: dict[str, dict[str, ReplayCount]] = {v.name: {} for v in variants}
+    crafts = channel_crafts(root, dataset, channels)
     for chan, craft in tqdm(crafts.items(), desc="train replay", unit="channel"):
         if not (cache / f"{chan}.pt").exists():
             raise click.ClickException(f"{cache} has no model of {chan}")
