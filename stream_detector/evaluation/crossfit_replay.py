@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream_detector.data.smap_msl import load_series
-from stream_detector.evaluation.runner import ModelRecipe
+from stream_detector.evaluation.runner import ModelRecipe, train_on
 from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import (
     ScoreCache,
@@ -47,18 +47,17 @@ from stream_detector.evaluation.threshold_grid import (
     run_engine,
 )
 from stream_detector.evaluation.train_replay import (
-    AGAINST_HELP,
     ReplayCount,
     agreement_lines,
     channel_crafts,
     replay_agreement,
+    replay_options,
     replay_table,
 )
 from stream_detector.models.base import FitConfig
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 from stream_detector.training.checkpoint import Checkpoint
-from stream_detector.training.trainer import train_on_series
 
 __all__ = ["FOLDS", "SCORED_KEY", "Fold", "cache_recipe", "fold_halves", "replay_crossfit"]
 
@@ -108,18 +107,7 @@ def fold_halves(train: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def _train_fold(recipe: ModelRecipe, chan: str, half: np.ndarray) -> Checkpoint:
-    return train_on_series(
-        recipe.kind,
-        [half],
-        window=recipe.window,
-        channels=[chan],
-        dataset="smap_msl",
-        hyperparameters=recipe.hyperparameters,
-        fit_config=recipe.fit,
-        train_stride=recipe.train_stride,
-        scaling=recipe.scaling,
-        progress=False,
-    )
+    return train_on(recipe, chan, half)
 
 
 def channel_folds(
@@ -178,19 +166,7 @@ def replay_crossfit(
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--thresholds",
-    "grid",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="a threshold grid (JSON), as for `evaluate --thresholds`",
-)
-@click.option(
-    "--against",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help=AGAINST_HELP,
-)
+@replay_options
 @click.option(
     "--shard",
     default=None,

@@ -68,9 +68,14 @@ class ModelRecipe:
 
 def train_channel(root: Path, chan: str, recipe: ModelRecipe) -> Checkpoint:
     """The recipe's detector, trained on one channel's train split (no progress bar)."""
+    return train_on(recipe, chan, load_series(root, chan, "train"))
+
+
+def train_on(recipe: ModelRecipe, chan: str, series: np.ndarray) -> Checkpoint:
+    """The recipe's detector, trained on one (T, D) series of a channel (no progress bar)."""
     return train_on_series(
         recipe.kind,
-        [load_series(root, chan, "train")],
+        [series],
         window=recipe.window,
         channels=[chan],
         dataset="smap_msl",

@@ -17,9 +17,10 @@ the rule is to be written down before it is used.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
@@ -149,11 +150,24 @@ def agreement_lines(agreement: dict[str, ReplayAgreement], stream: str) -> str:
     return "\n".join(lines)
 
 
-AGAINST_HELP = (
-    "a grid's results (an --out folder of `evaluate --thresholds` or `grid-report`) over the "
-    "same thresholds: also print how the replay ranks them against the test streams' false "
-    "episodes, beside the held-out part (reads test labels)"
-)
+def replay_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options both replays take: --thresholds (the grid) and --against (a grid report to
+    rank the replay's counts against)."""
+    command = click.option(
+        "--against",
+        type=click.Path(exists=True, path_type=Path),
+        default=None,
+        help="a grid's results (an --out folder of `evaluate --thresholds` or `grid-report`) "
+        "over the same thresholds: also print how the replay ranks them against the test "
+        "streams' false episodes, beside the held-out part (reads test labels)",
+    )(command)
+    return click.option(
+        "--thresholds",
+        "grid",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        required=True,
+        help="a threshold grid (JSON), as for `evaluate --thresholds`",
+    )(command)
 
 
 def replay_table(counts: dict[str, dict[str, ReplayCount]], stream: str = "train") -> str:
@@ -171,19 +185,7 @@ def replay_table(counts: dict[str, dict[str, ReplayCount]], stream: str = "train
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--thresholds",
-    "grid",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="a threshold grid (JSON), as for `evaluate --thresholds`",
-)
-@click.option(
-    "--against",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help=AGAINST_HELP,
-)
+@replay_options
 @cache_options("a score cache of `evaluate --thresholds ... --score-cache` (its checkpoints)")
 def main(
     cache: Path,
