@@ -116,16 +116,21 @@ race-diagnostics: install ## telemanom_batch, streamed_ablation and train_replay
 # halves, RACE_CACHE's recipe trained on each half by JOBS processes (hours on a CPU: two
 # fold models per channel, each taking ~5 CPU-minutes here), then every RACE_GRID variant replayed over
 # the other halves, ranked against the test false episodes of `make race`'s report.
+# FOLD_EPOCHS=N caps the fold models at N epochs (the seventeenth look's cheaper stream; its
+# fold models are kept apart, in RACE_CACHE/crossfit-epochsN).
+FOLD_EPOCHS ?=
+CROSSFIT_FLAGS = --cache $(RACE_CACHE) --thresholds $(RACE_GRID) $(if $(FOLD_EPOCHS),--fold-epochs $(FOLD_EPOCHS))
+CROSSFIT_NAME = crossfit$(if $(FOLD_EPOCHS),-epochs$(FOLD_EPOCHS))
 race-crossfit: install ## after `make race`: RACE_GRID over the cross-fitted train split of RACE_CACHE → artifacts/eval/diagnostics-RACE_NAME/crossfit-replay.md
 	mkdir -p artifacts/eval/diagnostics-$(RACE_NAME)
 	pids=(); for i in $$(seq 0 $$(($(JOBS) - 1))); do \
-	  SD_MODEL__TORCH_THREADS=1 $(BIN)/python -m stream_detector.evaluation.crossfit_replay --cache $(RACE_CACHE) \
-	    --thresholds $(RACE_GRID) --shard $$i/$(JOBS) > artifacts/eval/diagnostics-$(RACE_NAME)/crossfit-shard-$$i.log 2>&1 & pids+=($$!); \
+	  SD_MODEL__TORCH_THREADS=1 $(BIN)/python -m stream_detector.evaluation.crossfit_replay $(CROSSFIT_FLAGS) \
+	    --shard $$i/$(JOBS) > artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-shard-$$i.log 2>&1 & pids+=($$!); \
 	done; status=0; for p in "$${pids[@]}"; do wait $$p || status=1; done; \
-	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/diagnostics-$(RACE_NAME)/crossfit-shard-*.log; exit 1; fi
-	$(BIN)/python -m stream_detector.evaluation.crossfit_replay --cache $(RACE_CACHE) --thresholds $(RACE_GRID) \
-	  --against artifacts/eval/race-$(RACE_NAME) > artifacts/eval/diagnostics-$(RACE_NAME)/crossfit-replay.md
-	cat artifacts/eval/diagnostics-$(RACE_NAME)/crossfit-replay.md
+	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-shard-*.log; exit 1; fi
+	$(BIN)/python -m stream_detector.evaluation.crossfit_replay $(CROSSFIT_FLAGS) \
+	  --against artifacts/eval/race-$(RACE_NAME) > artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-replay.md
+	cat artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-replay.md
 
 # The ensemble's members trained one by one (two race caches), then combined without
 # retraining: `make race RACE_MODEL=ensemble` after this only scores. (Without this, that

@@ -18,7 +18,9 @@ chooses nothing: what a rule may make of it is written down before it is used.
 
 The fold models are a cost of their own (two trainings per channel; with the default recipe
 about 5 CPU-minutes each here); they are kept in ``<cache>/crossfit`` with their scores, so a
-second grid only replays.
+second grid only replays. ``--fold-epochs N`` caps their training at N epochs, a cheaper stream
+whose errors run higher than the recipe's would; those fold models are kept apart, in
+``<cache>/crossfit-epochsN``.
 
     python -m stream_detector.evaluation.crossfit_replay --cache artifacts/cache/lstm_dt_np10 \\
         --thresholds docs/threshold-pruning.json
@@ -26,6 +28,7 @@ second grid only replays.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,7 +62,16 @@ from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 from stream_detector.training.checkpoint import Checkpoint
 
-__all__ = ["FOLDS", "SCORED_KEY", "Fold", "cache_recipe", "fold_halves", "replay_crossfit"]
+__all__ = [
+    "FOLDS",
+    "SCORED_KEY",
+    "Fold",
+    "cache_recipe",
+    "fold_folder",
+    "fold_halves",
+    "fold_recipe",
+    "replay_crossfit",
+]
 
 FOLDS = 2
 # The key of a fold model's scores of the other half in its cache entry.
@@ -94,6 +106,20 @@ def cache_recipe(cache: Path) -> ModelRecipe:
         train_stride=int(described.get("train_stride", 1)),
         scaling=described.get("scaling", "standard"),
     )
+
+
+def fold_recipe(recipe: ModelRecipe, epochs: int | None = None) -> ModelRecipe:
+    """The recipe the fold models are trained with: the cache's own, or with its training
+    capped at `epochs` (early stopping and everything else as the cache's)."""
+    if epochs is None:
+        return recipe
+    return dataclasses.replace(recipe, fit=dataclasses.replace(recipe.fit, epochs=epochs))
+
+
+def fold_folder(cache: Path, epochs: int | None = None) -> Path:
+    """Where the fold models live: ``cache/crossfit``, or ``cache/crossfit-epochsN`` for
+    folds capped at N epochs, so that the two never share (or refuse) one folder."""
+    return cache / ("crossfit" if epochs is None else f"crossfit-epochs{epochs}")
 
 
 def fold_halves(train: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -141,13 +167,15 @@ def replay_crossfit(
     variants: Sequence[ThresholdVariant],
     channels: Sequence[str] | None = None,
     base: Settings | None = None,
+    fold_epochs: int | None = None,
 ) -> tuple[dict[str, dict[str, ReplayCount]], list[str]]:
     """variant name → spacecraft → its episodes over both folds of every channel, and the
     channels left out because their train split is too short to halve. The fold models use
-    the recipe of `cache` and live in ``cache/crossfit``."""
+    the recipe of `cache` (its training capped at `fold_epochs` if given) and live in
+    `fold_folder`."""
     base = base or Settings()
-    recipe = cache_recipe(cache)
-    store = ScoreCache(cache / "crossfit", recipe)
+    recipe = fold_recipe(cache_recipe(cache), fold_epochs)
+    store = ScoreCache(fold_folder(cache, fold_epochs), recipe)
     crafts = channel_crafts(root, dataset, channels)
     out: dict[str, dict[str, ReplayCount]] = {v.name: {} for v in variants}
     skipped: list[str] = []
@@ -175,15 +203,24 @@ def replay_crossfit(
     "processes with --shard 0/N … N-1/N train the fold models in parallel, then one run "
     "without it replays them all from the cache (`make race-crossfit JOBS=N`)",
 )
+@click.option(
+    "--fold-epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="train the fold models for at most N epochs instead of the cache recipe's (cheaper; "
+    "their errors run higher); kept apart in crossfit-epochsN/",
+)
 @cache_options(
     "a score cache of `evaluate --thresholds ... --score-cache`: its recipe trains the fold "
-    "models, which are kept in its crossfit/ folder"
+    "models, which are kept in its crossfit/ folder (crossfit-epochsN/ with --fold-epochs)"
 )
 def main(
     cache: Path,
     grid: Path,
     against: Path | None,
     shard: str | None,
+    fold_epochs: int | None,
     dataset: str,
     channels: tuple[str, ...],
     data_root: Path | None,
@@ -198,7 +235,9 @@ def main(
     if shard is not None:
         selected = shard_channels(root, dataset, selected, shard)
     try:
-        counts, skipped = replay_crossfit(root, dataset, cache, load_grid(grid), selected)
+        counts, skipped = replay_crossfit(
+            root, dataset, cache, load_grid(grid), selected, fold_epochs=fold_epochs
+        )
     except ValueError as exc:  # another recipe's folds in crossfit/, a series it cannot use
         raise click.ClickException(str(exc)) from exc
     click.echo(replay_table(counts, stream="cross-fitted train"))

@@ -85,3 +85,36 @@ def test_a_grid_over_one_channels_two_folds(d11_cache, monkeypatch):
     (d11_cache / "crossfit" / "recipe.json").write_text('{"kind": "other"}\n')
     refused = CliRunner().invoke(cf.main, [*args, "--channel", "D-11", "--dataset", "smap"])
     assert refused.exit_code != 0 and "caches scores of another recipe" in refused.output
+
+
+def test_fold_epochs_caps_the_fold_models_training_and_keeps_them_apart(d11_cache):
+    from click.testing import CliRunner
+
+    from stream_detector.training.checkpoint import load_checkpoint
+
+    recipe = cf.cache_recipe(d11_cache)
+    capped = cf.fold_recipe(recipe, 2)
+    assert capped.fit.epochs == 2 and recipe.fit.epochs == 1  # the cache's recipe is untouched
+    assert capped.describe() == {**recipe.describe(), "fit": {**recipe.fit.to_dict(), "epochs": 2}}
+    assert cf.fold_recipe(recipe) is recipe
+    assert cf.fold_folder(d11_cache, 2) == d11_cache / "crossfit-epochs2"
+
+    grid = d11_cache.parent / "grid.json"
+    grid.write_text(
+        '[{"name": "always", "threshold": {"kind": "fixed", "params": {"value": 1e-12}}}]'
+    )
+    args = ["--cache", str(d11_cache), "--thresholds", str(grid), "--data-root", str(DATA)]
+    args += ["--channel", "D-11", "--dataset", "smap"]
+    out = CliRunner().invoke(cf.main, [*args, "--fold-epochs", "2"])
+    assert out.exit_code == 0, out.output
+    folder = d11_cache / "crossfit-epochs2"
+    stamped = json.loads((folder / "recipe.json").read_text())
+    assert stamped == json.loads(json.dumps(capped.describe()))
+    for index in range(cf.FOLDS):
+        fit = load_checkpoint(folder / f"D-11.fold{index}.pt", device="cpu").fit
+        assert fit["config"]["epochs"] == 2 and fit["history"]["epochs"] == 2
+    # The uncapped folds' folder is neither written nor read.
+    assert not (d11_cache / "crossfit").exists()
+
+    refused = CliRunner().invoke(cf.main, [*args, "--fold-epochs", "0"])
+    assert refused.exit_code != 0 and "--fold-epochs" in refused.output
