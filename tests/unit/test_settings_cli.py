@@ -161,6 +161,16 @@ def test_the_default_settings_are_the_race_pick(clean_env) -> None:
     assert built[0].describe()["spike_margin"] == 0.5
 
 
+def test_the_default_only_grid_is_the_race_grids_default_entry() -> None:
+    # docs/threshold-default.json judges a detector under the default alone (the twelfth
+    # look's SMAP run, docs/results.md): it must stay the race grid's entry, word for word.
+    import json
+
+    race = json.loads((REPO / "docs/threshold-race-lstm-dt.json").read_text())
+    alone = json.loads((REPO / "docs/threshold-default.json").read_text())
+    assert alone == [v for v in race if v["name"] == RACE_PICK]
+
+
 def test_without_model_train_and_evaluate_build_the_default_detector() -> None:
     from stream_detector.cli import _detector
     from stream_detector.models import DEFAULT_DETECTOR
