@@ -164,8 +164,6 @@ def test_the_default_settings_are_the_race_pick(clean_env) -> None:
 def test_the_default_only_grid_is_the_race_grids_default_entry() -> None:
     # docs/threshold-default.json judges a detector under the default alone (the twelfth
     # look's SMAP run, docs/results.md): it must stay the race grid's entry, word for word.
-    import json
-
     race = json.loads((REPO / "docs/threshold-race-lstm-dt.json").read_text())
     alone = json.loads((REPO / "docs/threshold-default.json").read_text())
     assert alone == [v for v in race if v["name"] == RACE_PICK]
