@@ -50,6 +50,14 @@ _scaling_option = click.option(
     f"setup: SMAP/MSL values are already in (-1, 1), command flags 0/1). {_MODEL_DEFAULT}",
 )
 
+_split_option = click.option(
+    "--split",
+    type=click.Choice(["chronological", "shuffled"]),
+    default=None,
+    help="Which fifth of the training windows validates (early stopping): the last one, or "
+    f"a random draw as telemanom's shuffled windows gave it. {_MODEL_DEFAULT}",
+)
+
 
 _data_root_option = click.option(
     "--data-root",
@@ -164,6 +172,7 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     help=f"Stride between training windows (raise it to train faster). {_MODEL_DEFAULT}",
 )
 @_scaling_option
+@_split_option
 @click.option("--epochs", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option("--batch-size", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -205,6 +214,7 @@ def train(
     stride: int,
     train_stride: int | None,
     scaling: str | None,
+    split: str | None,
     epochs: int | None,
     batch_size: int | None,
     lr: float,
@@ -244,6 +254,7 @@ def train(
             stride=stride,
             train_stride=recipe.train_stride,
             scaling=recipe.scaling,  # type: ignore[arg-type]
+            split=recipe.split,  # type: ignore[arg-type]
             hyperparameters=hyperparameters,
             fit_config=fit,
             progress=not no_progress,
@@ -323,13 +334,13 @@ def models() -> None:
 
     click.echo(
         f"{'kind':<20} {'window':>6} {'scaling':>8} {'epochs':>6} {'patience':>8} "
-        f"{'batch':>5} {'train stride':>12}"
+        f"{'batch':>5} {'train stride':>12} {'split':>13}"
     )
     for kind in available_detectors():
         d = get_detector_class(kind).recipe_defaults
         click.echo(
             f"{kind:<20} {d.window:>6} {d.scaling:>8} {d.epochs:>6} {d.patience:>8} "
-            f"{d.batch_size:>5} {d.train_stride:>12}"
+            f"{d.batch_size:>5} {d.train_stride:>12} {d.split:>13}"
         )
     hyper = " ".join(
         f"--hp {k}={json.dumps(v)}" for k, v in DEFAULT_DETECTOR["hyperparameters"].items()
@@ -398,6 +409,15 @@ def _parse_hp(item: str) -> tuple[str, Any]:
 @click.option("--batch-size", type=int, default=None, help=_MODEL_DEFAULT)
 @click.option("--train-stride", type=int, default=None, help=_MODEL_DEFAULT)
 @_scaling_option
+@_split_option
+@click.option(
+    "--fit-part",
+    type=click.Choice(["all", "before-held-out"]),
+    default="all",
+    show_default=True,
+    help="Train on the whole train split, or only on the part before its held-out fifth, "
+    "so that the label-free columns measured there are out of sample for any --split.",
+)
 @click.option(
     "--score-features",
     default="0",
@@ -457,6 +477,8 @@ def evaluate(
     batch_size: int | None,
     train_stride: int | None,
     scaling: str | None,
+    split: str | None,
+    fit_part: str,
     score_features: str,
     hyper: tuple[str, ...],
     seed: int,
@@ -495,6 +517,8 @@ def evaluate(
         ),
         train_stride=defaults.train_stride,
         scaling=defaults.scaling,  # type: ignore[arg-type]
+        split=defaults.split,  # type: ignore[arg-type]
+        fit_part=fit_part.replace("-", "_"),  # type: ignore[arg-type]
     )
     target = out or Path("artifacts/eval") / f"{kind}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if score_cache is not None and grid is None:

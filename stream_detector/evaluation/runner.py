@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import structlog
@@ -36,16 +36,36 @@ from stream_detector.offline import OfflineRun, run_offline
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 from stream_detector.training.checkpoint import Checkpoint
-from stream_detector.training.trainer import Scaling, train_on_series
+from stream_detector.training.trainer import Scaling, Split, train_on_series
 
 log = structlog.get_logger(__name__)
 
 DATASETS = {"smap": ("SMAP",), "msl": ("MSL",), "both": ("SMAP", "MSL")}
 
+# The last fifth of each channel's train split is its held-out part: the threshold race's
+# label-free proxy (clean validation episodes, injected anomalies) is measured there.
+HELD_OUT_FRACTION = 0.2
+
+FitPart = Literal["all", "before_held_out"]
+FIT_PARTS: tuple[FitPart, ...] = ("all", "before_held_out")
+
+
+def held_out_start(length: int) -> int:
+    """The first row of the held-out part of a train split of ``length`` rows."""
+    return int(length * (1 - HELD_OUT_FRACTION))
+
 
 @dataclass(frozen=True)
 class ModelRecipe:
-    """How to train the detector of each channel."""
+    """How to train the detector of each channel.
+
+    ``fit_part`` ``"before_held_out"`` trains on the train split up to its held-out part
+    only, so that the label-free proxy measured there is out of sample whatever the
+    ``split``: a recipe that trains on the end of the series can then be judged on data
+    it never saw, as a deployed model meets its test stream (docs/results.md, eighteenth
+    look). A channel too short to have a held-out part longer than a window has no proxy,
+    and trains on its whole split as usual.
+    """
 
     kind: str
     window: int
@@ -53,22 +73,39 @@ class ModelRecipe:
     fit: FitConfig
     train_stride: int = 1
     scaling: Scaling = "standard"
+    split: Split = "chronological"
+    fit_part: FitPart = "all"
 
     def describe(self) -> dict[str, Any]:
+        # Only non-default scaling, split and fit part are written, so older score caches
+        # stay valid.
         return {
             "kind": self.kind,
             "window": self.window,
             "hyperparameters": self.hyperparameters,
             "fit": self.fit.to_dict(),
             "train_stride": self.train_stride,
-            # Only a non-default scaling is written, so older score caches stay valid.
             **({"scaling": self.scaling} if self.scaling != "standard" else {}),
+            **({"split": self.split} if self.split != "chronological" else {}),
+            **({"fit_part": self.fit_part} if self.fit_part != "all" else {}),
         }
+
+    def fitted_part(self, train: np.ndarray) -> np.ndarray:
+        """The rows of a channel's train split that this recipe trains on."""
+        if self.fit_part == "all":
+            return train
+        if self.fit_part != "before_held_out":
+            raise ValueError(
+                f"fit_part must be one of {', '.join(FIT_PARTS)}, got {self.fit_part!r}"
+            )
+        start = held_out_start(len(train))
+        return train[:start] if len(train) - start > self.window else train
 
 
 def train_channel(root: Path, chan: str, recipe: ModelRecipe) -> Checkpoint:
-    """The recipe's detector, trained on one channel's train split (no progress bar)."""
-    return train_on(recipe, chan, load_series(root, chan, "train"))
+    """The recipe's detector, trained on (its part of) one channel's train split (no
+    progress bar)."""
+    return train_on(recipe, chan, recipe.fitted_part(load_series(root, chan, "train")))
 
 
 def train_on(recipe: ModelRecipe, chan: str, series: np.ndarray) -> Checkpoint:
@@ -83,6 +120,7 @@ def train_on(recipe: ModelRecipe, chan: str, series: np.ndarray) -> Checkpoint:
         fit_config=recipe.fit,
         train_stride=recipe.train_stride,
         scaling=recipe.scaling,
+        split=recipe.split,
         progress=False,
     )
 

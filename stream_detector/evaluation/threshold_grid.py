@@ -40,6 +40,7 @@ from stream_detector.evaluation.reference import telemanom_reference
 from stream_detector.evaluation.runner import (
     ModelRecipe,
     dataset_rows,
+    held_out_start,
     point_labels,
     train_channel,
 )
@@ -50,7 +51,6 @@ from stream_detector.settings import AlertSettings, Settings, ThresholdSettings
 from stream_detector.thresholds.base import ScorePrior, build_threshold
 from stream_detector.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
-VALIDATION_FRACTION = 0.2
 # Windows of train before the held-out part, for the threshold's warm-up on injected runs.
 INJECTION_WARMUP = 250
 # The held-out injection's anomalies: 150 steps long, at least 100 normal steps apart.
@@ -274,7 +274,7 @@ def held_out_injection(
     With ``one_per_copy``, one anomaly in a random slot, of the channel's kinds in turn
     (eight copies: two of each kind, one up and one down).
     """
-    split = int(len(train) * (1 - VALIDATION_FRACTION))
+    split = held_out_start(len(train))
     lead = min(split, window + INJECTION_WARMUP)
     column = train[:, 0]
     # A column constant in train has no scale to size an anomaly by: it gets none. (Its
@@ -335,7 +335,7 @@ def grid_channel(
     chan = rows[0].chan_id
     train = load_series(root, chan, "train")
     test = load_series(root, chan, "test")
-    validation = train[int(len(train) * (1 - VALIDATION_FRACTION)) :]
+    validation = train[held_out_start(len(train)) :]
     injections = {
         injected_key(copy, one_per_copy): held_out_injection(
             train, chan, recipe.window, copy, one_per_copy

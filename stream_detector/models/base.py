@@ -126,6 +126,7 @@ class RecipeDefaults:
     patience: int = 10
     batch_size: int = 32
     train_stride: int = 1
+    split: str = "chronological"  # which windows validate: see training.trainer
 
 
 class Detector(abc.ABC):

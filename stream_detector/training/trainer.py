@@ -1,8 +1,17 @@
 """Turn training series into a checkpoint: scale, window, split, fit, calibrate.
 
-The recipe is the seed's: statistics from the training data only, sliding windows, the
-last 20 % of windows held out for validation (chronologically, like Keras'
-``validation_split``), and the model's own training scores kept as its calibration.
+The recipe is the seed's: statistics from the training data only, sliding windows, 20 % of
+the windows held out for validation, and the model's own training scores kept as its
+calibration. Which windows are held out is the ``split``:
+
+- ``"chronological"``: the last 20 % of each series' windows, as Keras' ``validation_split``
+  takes the end of the arrays it is given. Early stopping then watches data after all the
+  training data, but the model never trains on the end of the series, the part nearest
+  to whatever it will score next.
+- ``"shuffled"``: telemanom's. Its ``shape_data`` shuffles the training windows before
+  Keras' ``validation_split`` takes the last 20 % of them, so the held-out windows are a
+  random fifth, interleaved with (and overlapping) the trained ones, and the model trains
+  on every part of the series, its end included. Drawn with the fit seed.
 """
 
 from __future__ import annotations
@@ -27,29 +36,55 @@ from stream_detector.models import (
 from stream_detector.training.checkpoint import Calibration, Checkpoint
 from stream_detector.training.scaler import StandardScaler
 
-__all__ = ["calibrate", "split_windows", "train_on_dataset", "train_on_series"]
+__all__ = [
+    "SPLITS",
+    "Split",
+    "calibrate",
+    "split_windows",
+    "train_on_dataset",
+    "train_on_series",
+]
 
 log = structlog.get_logger(__name__)
 
 
+Split = Literal["chronological", "shuffled"]
+SPLITS: tuple[Split, ...] = ("chronological", "shuffled")
+
+
 def split_windows(
-    series: Sequence[np.ndarray], window: int, stride: int, val_fraction: float
+    series: Sequence[np.ndarray],
+    window: int,
+    stride: int,
+    val_fraction: float,
+    split: Split = "chronological",
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation windows (N, window, D) cut from each series on its own.
 
-    No window spans two series. The last ``val_fraction`` of each series' windows go to
-    validation; the split point follows Keras (``int(n * (1 - val_fraction))`` training
-    windows). Validation windows share up to ``window - 1`` steps with the last training
-    windows, as they did in the seed.
+    No window spans two series. Each series keeps ``int(n * (1 - val_fraction))`` of its n
+    windows for training, as Keras does: its first ones (``"chronological"``) or a random
+    draw of them (``"shuffled"``, seeded by ``seed``). Either way both parts stay in time
+    order. Validation windows share up to ``window - 1`` steps with training windows, as
+    they did in the seed (and in telemanom, far more so when shuffled).
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    rng = np.random.default_rng(seed)
     train_parts: list[np.ndarray] = []
     val_parts: list[np.ndarray] = []
     for windows in (sliding_windows(s, window, stride) for s in series):
-        split = int(len(windows) * (1 - val_fraction))
-        train_parts.append(windows[:split])
-        val_parts.append(windows[split:])
+        n_train = int(len(windows) * (1 - val_fraction))
+        if split == "chronological":
+            train_parts.append(windows[:n_train])
+            val_parts.append(windows[n_train:])
+            continue
+        trained = np.zeros(len(windows), dtype=bool)
+        trained[rng.permutation(len(windows))[:n_train]] = True
+        train_parts.append(windows[trained])
+        val_parts.append(windows[~trained])
     return np.concatenate(train_parts), np.concatenate(val_parts)
 
 
@@ -119,6 +154,7 @@ def train_on_series(
     progress: bool = True,
     train_stride: int | None = None,
     scaling: Scaling = "standard",
+    split: Split = "chronological",
 ) -> Checkpoint:
     """Train a ``kind`` detector on raw (T, D) series and return its checkpoint.
 
@@ -128,7 +164,8 @@ def train_on_series(
     and validation parts alike. ``scaling="none"`` keeps the raw values (an identity
     scaler): telemanom trains on SMAP/MSL as published, already in (-1, 1) with 0/1
     command flags, and standardising a flag seen twice in training turns it into a
-    50-σ input when it appears in a test split.
+    50-σ input when it appears in a test split. ``split`` says which windows validate (see
+    the module's docstring); a shuffled split is drawn with the fit seed.
     """
     config = fit_config or FitConfig()
     train_stride = stride if train_stride is None else train_stride
@@ -136,7 +173,7 @@ def train_on_series(
 
     scaler = _fit_scaler(np.concatenate(train_series), scaling)
     scaled = [scaler.transform(s) for s in train_series]
-    train, val = split_windows(scaled, window, train_stride, val_fraction)
+    train, val = split_windows(scaled, window, train_stride, val_fraction, split, config.seed)
     if len(train) == 0:
         raise ValueError(
             f"no training windows: {len(train) + len(val)} windows in all, "
@@ -174,6 +211,7 @@ def train_on_series(
             "history": history.to_dict(),
             "config": config.to_dict(),
             "val_fraction": val_fraction,
+            "split": split,
             "train_stride": train_stride,
             "scaling": scaling,
             "train_windows": len(train),
@@ -209,6 +247,7 @@ def train_on_dataset(
     progress: bool = True,
     train_stride: int | None = None,
     scaling: Scaling = "standard",
+    split: Split = "chronological",
 ) -> Checkpoint:
     """``train_on_series`` on the train split of ``channels`` of the SMAP/MSL data set at ``root``.
 
@@ -236,4 +275,5 @@ def train_on_dataset(
         progress=progress,
         train_stride=train_stride,
         scaling=scaling,
+        split=split,
     )

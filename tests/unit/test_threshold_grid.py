@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from stream_detector.data.smap_msl import load_series
+from stream_detector.data.windows import sliding_windows
 from stream_detector.evaluation import threshold_grid
 from stream_detector.evaluation.injection import KINDS
 from stream_detector.evaluation.metrics import summarise
-from stream_detector.evaluation.runner import ModelRecipe, evaluate
+from stream_detector.evaluation.runner import ModelRecipe, evaluate, held_out_start
 from stream_detector.evaluation.threshold_grid import ThresholdVariant, run_grid
 from stream_detector.models.base import FitConfig
 from stream_detector.settings import Settings
@@ -172,6 +174,32 @@ def test_scores_cached_by_another_scorer_are_scored_again_not_reused(tmp_path, m
         with np.load(cache / "A-1.npz") as rewritten:
             assert str(rewritten[threshold_grid.SCORER_KEY]) == str(kept["scorer"])
             np.testing.assert_allclose(rewritten["test"], kept["test"], rtol=1e-6)
+
+
+def test_a_recipe_fitted_before_the_held_out_part_never_trains_on_it(tmp_path):
+    """The eighteenth look's forward chain: the model trains on the rows before the held-out
+    fifth only, so the label-free columns there are out of sample even when shuffled."""
+    forward = ModelRecipe(**{**RECIPE.__dict__, "split": "shuffled", "fit_part": "before_held_out"})
+    train = load_series(DATA, "A-1", "train")
+    fitted = forward.fitted_part(train)
+    assert len(fitted) == held_out_start(len(train)) == int(len(train) * 0.8)
+    np.testing.assert_array_equal(fitted, train[: len(fitted)])
+    # Too short to have a held-out part longer than a window: no proxy, the whole split.
+    assert len(forward.fitted_part(train[:100])) == 100
+    assert RECIPE.fitted_part(train) is train
+    assert forward.describe() == {
+        **RECIPE.describe(),
+        "split": "shuffled",
+        "fit_part": "before_held_out",
+    }
+    assert "split" not in RECIPE.describe() and "fit_part" not in RECIPE.describe()
+
+    cache = tmp_path / "cache"
+    run_grid(DATA, "smap", forward, Settings(), VARIANTS[:1], ["A-1"], False, cache=cache)
+    checkpoint = threshold_grid.load_checkpoint(cache / "A-1.pt", device="cpu")
+    windows = len(sliding_windows(fitted, RECIPE.window, RECIPE.train_stride))
+    assert checkpoint.fit["train_windows"] + checkpoint.fit["val_windows"] == windows
+    assert checkpoint.fit["split"] == "shuffled"
 
 
 def test_a_cache_of_another_recipe_is_refused(tmp_path):

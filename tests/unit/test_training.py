@@ -122,6 +122,30 @@ def test_split_windows_never_crosses_series_and_holds_out_the_end() -> None:
     np.testing.assert_array_equal(val[5:], sliding_windows(b, 6)[16:])
 
 
+def test_a_shuffled_split_validates_a_seeded_random_fifth_of_each_series() -> None:
+    """telemanom's split: as many windows per series as the chronological one, drawn at random
+    (the same draw for the same seed), in time order, the end of each series trained on too."""
+    a = np.arange(30, dtype=np.float32)[:, None]
+    b = 100 + np.arange(25, dtype=np.float32)[:, None]
+    train, val = split_windows([a, b], window=6, stride=1, val_fraction=0.2, split="shuffled")
+    assert (len(train), len(val)) == (36, 9)
+    starts = np.concatenate([train, val])[:, 0, 0]
+    # Every window exactly once, none spanning both series.
+    np.testing.assert_array_equal(np.sort(starts), np.r_[np.arange(25), 100 + np.arange(20)])
+    assert all(np.all(np.diff(w[:, 0]) == 1) for w in np.concatenate([train, val]))
+    # Per series: 20 + 16 trained, in time order; the last windows are not all held out.
+    a_train, b_train = train[:20, 0, 0], train[20:, 0, 0]
+    assert np.all(a_train < 100) and np.all(b_train >= 100)
+    assert np.all(np.diff(a_train) > 0) and np.all(np.diff(b_train) > 0)
+    assert a_train.max() > 20 or b_train.max() > 115
+    again, _ = split_windows([a, b], window=6, stride=1, val_fraction=0.2, split="shuffled")
+    np.testing.assert_array_equal(again, train)
+    other, _ = split_windows([a, b], 6, 1, 0.2, split="shuffled", seed=1)
+    assert not np.array_equal(other, train)
+    with pytest.raises(ValueError, match="split must be one of"):
+        split_windows([a], window=6, stride=1, val_fraction=0.2, split="random")  # type: ignore[arg-type]
+
+
 def test_train_on_series_builds_a_complete_checkpoint(checkpoint: Checkpoint) -> None:
     """The checkpoint carries shapes, channels, scaler, calibration and the fit summary."""
     assert checkpoint.window == WINDOW and checkpoint.stride == 5 and checkpoint.n_features == 3
