@@ -108,3 +108,54 @@ def test_scorer_reproduces_telemanoms_published_run(spacecraft, f1, composite, f
     assert m.f1 == pytest.approx(f1, abs=5e-4)
     assert m.composite_f1 == pytest.approx(composite, abs=5e-4)
     assert m.flagged_fraction == pytest.approx(flagged, abs=5e-4)
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="SMAP/MSL data not found")
+def test_any_telemanom_run_is_scored_on_our_label_rows(tmp_path):
+    """A results file of telemanom's later code (num_values, its own label column) is scored
+    on the label file's rows: here each row predicts its first label, A-1 one false sequence."""
+    import csv
+
+    from click.testing import CliRunner
+
+    from stream_detector.data.smap_msl import load_labels
+    from stream_detector.evaluation.reference import main, score_telemanom_run
+
+    rows = load_labels(DATA)
+    run = tmp_path / "2019-11-14_11.34.30.csv"
+    with run.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["chan_id", "anomaly_sequences", "tp_sequences", "fp_sequences", "num_values"]
+        )
+        for row in rows:
+            start, end = row.anomaly_sequences[0]
+            writer.writerow(
+                [
+                    row.chan_id,
+                    "[[0, 1]]",  # the run's own labels are not read
+                    f"[({start}, {end})]",
+                    "[[0, 9]]" if row.chan_id == "A-1" else "[]",
+                    row.num_values,
+                ]
+            )
+    counts = score_telemanom_run(run, DATA)
+    assert len(counts) == 82
+    total = summarise(counts)
+    assert (total.tp, total.fp) == (82, 1)
+    assert total.fn == sum(len(r.anomaly_sequences) for r in rows) - 82
+    assert len(score_telemanom_run(run, DATA, "MSL")) == 27
+
+    result = CliRunner().invoke(main, [str(run), "--data-root", str(DATA)])
+    assert result.exit_code == 0, result.output
+    assert "| 2018-05-19 (reference) | SMAP | 0.838 | 0.899 | 0.867 | 0.750 | 4.5% | 62 | 12 |" in (
+        result.output
+    )
+    assert "| 2019-11-14_11.34.30 | MSL |" in result.output
+
+    shuffled = tmp_path / "shuffled.csv"
+    lines = run.read_text().splitlines()
+    shuffled.write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
+    with pytest.raises(ValueError, match="label file's 82 rows in its order"):
+        score_telemanom_run(shuffled, DATA)
+    assert CliRunner().invoke(main, [str(shuffled), "--data-root", str(DATA)]).exit_code == 1
