@@ -57,7 +57,6 @@ from stream_detector.evaluation.train_replay import (
     replay_options,
     replay_table,
 )
-from stream_detector.models.base import FitConfig
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 from stream_detector.training.checkpoint import Checkpoint
@@ -97,15 +96,7 @@ def cache_recipe(cache: Path) -> ModelRecipe:
     stamp = cache / "recipe.json"
     if not stamp.is_file():
         raise click.ClickException(f"{cache} is not a score cache: it has no recipe.json")
-    described = json.loads(stamp.read_text())
-    return ModelRecipe(
-        kind=described["kind"],
-        window=int(described["window"]),
-        hyperparameters=described["hyperparameters"],
-        fit=FitConfig(**described["fit"]),
-        train_stride=int(described.get("train_stride", 1)),
-        scaling=described.get("scaling", "standard"),
-    )
+    return ModelRecipe.from_description(json.loads(stamp.read_text()))
 
 
 def fold_recipe(recipe: ModelRecipe, epochs: int | None = None) -> ModelRecipe:

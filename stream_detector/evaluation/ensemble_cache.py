@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from stream_detector.data.smap_msl import load_series
 from stream_detector.evaluation.runner import ModelRecipe
 from stream_detector.evaluation.threshold_grid import ScoreCache
-from stream_detector.models.base import FitConfig, accepted_hyperparameters, get_detector_class
+from stream_detector.models.base import accepted_hyperparameters, get_detector_class
 from stream_detector.models.ensemble import DEFAULT_MEMBERS
 from stream_detector.training.checkpoint import load_checkpoint, save_checkpoint
 from stream_detector.training.ensemble import combine_checkpoints
@@ -47,7 +47,7 @@ def _with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
 def ensemble_recipe(member_recipes: list[dict[str, Any]]) -> ModelRecipe:
     """The recipe `evaluate --model ensemble` would stamp for these members' recipes."""
     first = member_recipes[0]
-    shared = ("window", "fit", "train_stride", "scaling")
+    shared = ("window", "fit", "train_stride", "scaling", "split", "fit_part")
     for index, other in enumerate(member_recipes[1:], start=1):
         for name in shared:
             if other.get(name) != first.get(name):
@@ -71,13 +71,8 @@ def ensemble_recipe(member_recipes: list[dict[str, Any]]) -> ModelRecipe:
     score_features = member_recipes[0]["hyperparameters"].get("score_features")
     if score_features is not None:
         hyperparameters["score_features"] = score_features
-    return ModelRecipe(
-        kind="ensemble",
-        window=int(first["window"]),
-        hyperparameters=hyperparameters,
-        fit=FitConfig(**first["fit"]),
-        train_stride=int(first["train_stride"]),
-        scaling=first.get("scaling", "standard"),
+    return ModelRecipe.from_description(
+        {**first, "kind": "ensemble", "hyperparameters": hyperparameters}
     )
 
 

@@ -90,6 +90,20 @@ class ModelRecipe:
             **({"fit_part": self.fit_part} if self.fit_part != "all" else {}),
         }
 
+    @classmethod
+    def from_description(cls, described: dict[str, Any]) -> ModelRecipe:
+        """The recipe `describe` wrote (a score cache's ``recipe.json``)."""
+        return cls(
+            kind=described["kind"],
+            window=int(described["window"]),
+            hyperparameters=described["hyperparameters"],
+            fit=FitConfig(**described["fit"]),
+            train_stride=int(described.get("train_stride", 1)),
+            scaling=described.get("scaling", "standard"),
+            split=described.get("split", "chronological"),
+            fit_part=described.get("fit_part", "all"),
+        )
+
     def fitted_part(self, train: np.ndarray) -> np.ndarray:
         """The rows of a channel's train split that this recipe trains on."""
         if self.fit_part == "all":
