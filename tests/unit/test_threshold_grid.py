@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,9 @@ def test_a_recipe_fitted_before_the_held_out_part_never_trains_on_it(tmp_path):
         "fit_part": "before_held_out",
     }
     assert "split" not in RECIPE.describe() and "fit_part" not in RECIPE.describe()
+    # A cache's recipe.json reads back as the recipe that wrote it.
+    for recipe in (RECIPE, forward):
+        assert ModelRecipe.from_description(json.loads(json.dumps(recipe.describe()))) == recipe
 
     cache = tmp_path / "cache"
     run_grid(DATA, "smap", forward, Settings(), VARIANTS[:1], ["A-1"], False, cache=cache)
