@@ -80,7 +80,9 @@ evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels →
 # MSL and ~2.5 hours for SMAP with the default detector.
 RACE_MODEL ?=
 RACE_GRID ?= docs/threshold-race-lstm-dt.json
-RACE_NAME = $(or $(RACE_MODEL),default)
+# Names the race's output folders (artifacts/eval/race-RACE_NAME): set it when RACE_FLAGS make
+# another recipe of the same model, so that its report does not overwrite the default's.
+RACE_NAME ?= $(or $(RACE_MODEL),default)
 RACE_CACHE ?= artifacts/cache/$(or $(RACE_MODEL),lstm_dt_np10)
 RACE_FLAGS ?=
 JOBS ?= 2
