@@ -700,6 +700,36 @@ def grid_compare(
     click.echo(f"Under `{name}`:\n\n{doc}")
 
 
+@main.command("held-out-error")
+@click.argument("first", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("second", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--names",
+    default="first,second",
+    show_default=True,
+    help="What to call FIRST and SECOND in the table, comma-separated.",
+)
+@_data_root_option
+@click.pass_context
+def held_out_error(
+    ctx: click.Context, first: Path, second: Path, names: str, data_root: Path | None
+) -> None:
+    """Two score caches (--score-cache folders of `evaluate`), on the predictor's own
+    yardstick: each model's mean raw score on its channel's held-out part, per data set, and
+    how often FIRST's mean is the lower one in paired draws of the channels. Label-free; it
+    judges a recipe only where both caches were made with --fit-part before-held-out."""
+    from stream_detector.evaluation.held_out_error import compare_held_out, held_out_table
+
+    labels = tuple(n.strip() for n in names.split(","))
+    if len(labels) != 2 or not all(labels):
+        raise click.BadParameter(f"expected two names, got {names!r}", param_hint="--names")
+    try:
+        comparisons = compare_held_out(first, second, data_root or _settings(ctx).data.root)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(held_out_table(comparisons, (labels[0], labels[1])), nl=False)
+
+
 @main.command()
 @click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--trials", type=int, default=None, help="Override the study's number of trials.")
