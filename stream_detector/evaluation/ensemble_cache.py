@@ -94,7 +94,10 @@ def combine_caches(members: list[Path], out: Path, root: Path, progress: bool = 
         if target.exists():
             continue
         checkpoints = [load_checkpoint(folder / f"{chan}.pt", device="cpu") for folder in members]
-        combined = combine_checkpoints(checkpoints, [load_series(root, chan, "train")])
+        # The rows the members trained on: the whole train split or the part before its
+        # held-out end (`--fit-part`); the calibration is computed on those.
+        trained_on = recipe.fitted_part(load_series(root, chan, "train"))
+        combined = combine_checkpoints(checkpoints, [trained_on])
         save_checkpoint(combined, target)
         written.append(chan)
     return written

@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 
 # What must be equal for checkpoints to be members of one ensemble checkpoint.
 _SHARED = ("window", "stride", "n_features", "channels", "dataset")
-_SHARED_FIT = ("config", "val_fraction", "train_stride", "scaling")
+_SHARED_FIT = ("config", "val_fraction", "split", "train_stride", "scaling")
 
 
 def _shared(members: Sequence[Checkpoint]) -> None:
@@ -51,7 +51,8 @@ def _shared(members: Sequence[Checkpoint]) -> None:
 def combine_checkpoints(
     members: Sequence[Checkpoint], train_series: Sequence[np.ndarray]
 ) -> Checkpoint:
-    """The ensemble of ``members``, calibrated on the raw train series they were trained on.
+    """The ensemble of ``members``, calibrated on the raw train series they were trained on
+    (for a recipe fitted on part of a channel's train split, that part).
 
     ``train_series`` are the series of the members' channels, in their order. ValueError
     when the members were not trained alike (window, scaler, channels, fit config, ...).
@@ -64,8 +65,15 @@ def combine_checkpoints(
         raise ValueError(f"train series do not have the members' {first.n_features} features")
     detector = ScoreEnsemble.of([member.detector for member in members])
     scaled = [first.scaler.transform(s) for s in train_series]
+    # The members' own split (a shuffled one drawn with the fit seed), so the recorded window
+    # counts are theirs. Checkpoints from before the split was recorded were chronological.
     train, val = split_windows(
-        scaled, first.window, int(first.fit["train_stride"]), float(first.fit["val_fraction"])
+        scaled,
+        first.window,
+        int(first.fit["train_stride"]),
+        float(first.fit["val_fraction"]),
+        first.fit.get("split", "chronological"),
+        int(first.fit["config"]["seed"]),
     )
     histories = [FitHistory.from_dict(member.fit["history"]) for member in members]
     history = summarise_histories(histories, float(first.fit["config"]["lr"]))

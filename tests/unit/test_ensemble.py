@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from stream_detector.evaluation.ensemble_cache import combine_caches, ensemble_recipe
-from stream_detector.evaluation.runner import ModelRecipe
+from stream_detector.evaluation.runner import ModelRecipe, held_out_start
 from stream_detector.evaluation.threshold_grid import ScoreCache
 from stream_detector.models import FitConfig, build_detector
 from stream_detector.models.ensemble import DEFAULT_MEMBERS, ScoreEnsemble
@@ -19,6 +19,7 @@ from stream_detector.training import load_checkpoint, save_checkpoint, train_on_
 from stream_detector.training.checkpoint import Checkpoint
 from stream_detector.training.ensemble import combine_checkpoints
 from stream_detector.training.scaler import StandardScaler
+from stream_detector.training.trainer import Split
 
 WINDOW = 16
 SMALL: list[dict[str, Any]] = [
@@ -39,7 +40,9 @@ def series(length: int = 260, seed: int = 0) -> np.ndarray:
     return np.stack([value, flag], axis=1).astype(np.float32)
 
 
-def train(kind: str, hyperparameters: dict[str, Any], data: np.ndarray) -> Checkpoint:
+def train(
+    kind: str, hyperparameters: dict[str, Any], data: np.ndarray, split: Split = "chronological"
+) -> Checkpoint:
     return train_on_series(
         kind,
         [data],
@@ -51,6 +54,7 @@ def train(kind: str, hyperparameters: dict[str, Any], data: np.ndarray) -> Check
         train_stride=2,
         scaling="none",
         progress=False,
+        split=split,
     )
 
 
@@ -102,6 +106,24 @@ def test_combined_checkpoints_are_the_ensemble_train_makes(
     loaded = load_checkpoint(save_checkpoint(combined, tmp_path / "e.pt"), device="cpu")
     assert loaded.model_version == combined.model_version
     assert loaded.detector.hyperparameters == combined.detector.hyperparameters
+
+
+def test_members_split_shuffled_combine_into_the_ensemble_train_makes() -> None:
+    """A shuffled split's members make the ensemble `train` makes, and it says it was split so;
+    members split differently are not one ensemble."""
+    data = series()
+    ensemble = train("ensemble", {"members": SMALL}, data, split="shuffled")
+    members = [
+        train(spec["kind"], spec["hyperparameters"], data, split="shuffled") for spec in SMALL
+    ]
+    combined = combine_checkpoints(members, [data])
+    assert combined.model_version == ensemble.model_version
+    assert combined.calibration.quantiles == pytest.approx(ensemble.calibration.quantiles)
+    assert combined.calibration.tail == pytest.approx(ensemble.calibration.tail)
+    assert combined.fit["split"] == "shuffled"
+    chronological = train(SMALL[1]["kind"], SMALL[1]["hyperparameters"], data)
+    with pytest.raises(ValueError, match="another split"):
+        combine_checkpoints([members[0], chronological], [data])
 
 
 def test_members_trained_differently_are_refused(
@@ -189,6 +211,37 @@ def test_two_member_caches_combine_into_a_cache_stamped_as_evaluate_stamps_it(
     assert loaded[1] == {}
     # A second run leaves what is there.
     assert combine_caches(folders, tmp_path / "ens", tmp_path, progress=False) == []
+
+
+def test_member_caches_fitted_before_the_held_out_part_are_calibrated_on_that_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = series()
+    fitted = whole[: held_out_start(len(whole))]
+    ensemble = train("ensemble", {"members": SMALL}, fitted)
+    folders = [tmp_path / "one", tmp_path / "two"]
+    for folder, spec in zip(folders, SMALL, strict=True):
+        member = train(spec["kind"], spec["hyperparameters"], fitted)
+        recipe = ModelRecipe(
+            "lstm_dt",
+            WINDOW,
+            {**spec["hyperparameters"], "score_features": [0]},
+            FIT,
+            train_stride=2,
+            scaling="none",
+            fit_part="before_held_out",
+        )
+        save_checkpoint(member, ScoreCache(folder, recipe).folder / "X-1.pt")
+    monkeypatch.setattr(
+        "stream_detector.evaluation.ensemble_cache.load_series", lambda root, chan, split: whole
+    )
+    assert combine_caches(folders, tmp_path / "ens", tmp_path, progress=False) == ["X-1"]
+    combined = load_checkpoint(tmp_path / "ens" / "X-1.pt", device="cpu")
+    assert combined.model_version == ensemble.model_version
+    assert combined.calibration.quantiles == pytest.approx(ensemble.calibration.quantiles)
+    assert json.loads((tmp_path / "ens" / "recipe.json").read_text())["fit_part"] == (
+        "before_held_out"
+    )
 
 
 def test_the_default_members_caches_get_the_stamp_of_evaluate_model_ensemble() -> None:
