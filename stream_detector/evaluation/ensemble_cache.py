@@ -23,7 +23,7 @@ from stream_detector.evaluation.threshold_grid import ScoreCache
 from stream_detector.models.base import accepted_hyperparameters, get_detector_class
 from stream_detector.models.ensemble import DEFAULT_MEMBERS
 from stream_detector.training.checkpoint import load_checkpoint, save_checkpoint
-from stream_detector.training.ensemble import combine_checkpoints
+from stream_detector.training.ensemble import combine_checkpoints, without_seed
 
 __all__ = ["combine_caches", "ensemble_recipe"]
 
@@ -41,7 +41,11 @@ def _with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     init = inspect.signature(get_detector_class(spec["kind"]).__init__).parameters
     accepted = set(accepted_hyperparameters(spec["kind"])) - {"score_features"}
     defaults = {name: param.default for name, param in init.items() if name in accepted}
-    return {"kind": spec["kind"], "hyperparameters": {**defaults, **spec["hyperparameters"]}}
+    return {
+        "kind": spec["kind"],
+        "hyperparameters": {**defaults, **spec["hyperparameters"]},
+        "seed": spec.get("seed", 0),
+    }
 
 
 def ensemble_recipe(member_recipes: list[dict[str, Any]]) -> ModelRecipe:
@@ -50,8 +54,14 @@ def ensemble_recipe(member_recipes: list[dict[str, Any]]) -> ModelRecipe:
     shared = ("window", "fit", "train_stride", "scaling", "split", "fit_part")
     for index, other in enumerate(member_recipes[1:], start=1):
         for name in shared:
-            if other.get(name) != first.get(name):
+            mine, theirs = other.get(name), first.get(name)
+            if name == "fit":  # an ensemble of seeds: each member keeps its own as an offset
+                mine, theirs = without_seed(mine), without_seed(theirs)
+            if mine != theirs:
                 raise ValueError(f"member cache {index} was made with another {name} than cache 0")
+    offsets = [int(r["fit"]["seed"]) - int(first["fit"]["seed"]) for r in member_recipes]
+    if any(offsets) and first.get("split", "chronological") != "chronological":
+        raise ValueError("member caches of other seeds combine only when split chronologically")
     features = {json.dumps(r["hyperparameters"].get("score_features")) for r in member_recipes}
     if len(features) != 1:
         raise ValueError("the member caches score different columns (score_features)")
@@ -61,8 +71,9 @@ def ensemble_recipe(member_recipes: list[dict[str, Any]]) -> ModelRecipe:
             "hyperparameters": {
                 k: v for k, v in r["hyperparameters"].items() if k != "score_features"
             },
+            **({"seed": offset} if offset else {}),
         }
-        for r in member_recipes
+        for r, offset in zip(member_recipes, offsets, strict=True)
     ]
     hyperparameters: dict[str, Any] = {}
     if [_with_defaults(spec) for spec in specs] != [_with_defaults(m) for m in DEFAULT_MEMBERS]:

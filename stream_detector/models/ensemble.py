@@ -10,10 +10,16 @@ one (see ``training.ensemble``) is the ensemble ``train`` would have made, bit f
 
 Members share the window and the scaler (one checkpoint holds one of each): mix kinds trained
 on the same scaling, as the default's two ``lstm_dt`` are.
+
+A member spec may carry a ``seed``: an offset added to the fit seed for that member, so an
+ensemble of one recipe trained under several seeds averages their errors. Such a member is the
+one ``train --seed <fit seed + offset>`` makes alone; the split of the windows stays the
+ensemble's (a shuffled split is drawn once, with the fit seed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Self
 
 import numpy as np
@@ -79,11 +85,16 @@ class ScoreEnsemble(Detector):
         if not isinstance(specs, list) or len(specs) < 2:
             raise ValueError(f"members must be a list of at least two detectors, got {specs!r}")
         self._specs: list[tuple[str, dict[str, Any]]] = []
+        self.seeds: list[int] = []
         for spec in specs:
             if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
                 raise ValueError(
                     f"each member must be {{'kind': ..., 'hyperparameters': {{...}}}}, got {spec!r}"
                 )
+            seed = spec.get("seed", 0)
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                raise ValueError(f"a member's seed must be an integer offset, got {seed!r}")
+            self.seeds.append(seed)
             kind, params = spec["kind"], dict(spec.get("hyperparameters") or {})
             if kind == self.kind:
                 raise ValueError("an ensemble cannot have an ensemble as a member")
@@ -99,11 +110,16 @@ class ScoreEnsemble(Detector):
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        # Each member's full hyperparameters, defaults included: what rebuilds it exactly.
+        # Each member's full hyperparameters, defaults included: what rebuilds it exactly. A
+        # seed offset of 0 is left out, so ensembles made before offsets keep their version.
         return {
             "members": [
-                {"kind": member.kind, "hyperparameters": member.hyperparameters}
-                for member in self.members
+                {
+                    "kind": member.kind,
+                    "hyperparameters": member.hyperparameters,
+                    **({"seed": seed} if seed else {}),
+                }
+                for member, seed in zip(self.members, self.seeds, strict=True)
             ]
         }
 
@@ -127,25 +143,36 @@ class ScoreEnsemble(Detector):
         """
         self.check_windows(train)
         histories: list[FitHistory] = []
-        for index in range(len(self.members)):
-            # As `train` would build it alone: the weights drawn right after seeding.
-            seed_everything(config.seed)
+        for index, offset in enumerate(self.seeds):
+            # As `train --seed <fit seed + offset>` would build it alone: the weights drawn
+            # right after seeding, then fitted under that seed.
+            alone = dataclasses.replace(config, seed=config.seed + offset)
+            if alone.seed < 0:
+                raise ValueError(f"member {index}'s seed {alone.seed} is negative")
+            seed_everything(alone.seed)
             member = self._build(index).to(config.device)
-            histories.append(member.fit(train, val, config, progress=progress))
+            histories.append(member.fit(train, val, alone, progress=progress))
             self.members[index] = member
         self.device = self.members[0].device
         return summarise_histories(histories, config.lr)
 
     @classmethod
-    def of(cls, members: list[Detector]) -> Self:
-        """An ensemble of already trained detectors, which keep their weights."""
+    def of(cls, members: list[Detector], seeds: list[int] | None = None) -> Self:
+        """An ensemble of already trained detectors, which keep their weights; ``seeds`` are
+        their seed offsets from the first's fit seed (default: all 0)."""
         if not members:
             raise ValueError("an ensemble needs members")
+        offsets = [0] * len(members) if seeds is None else list(seeds)
+        if len(offsets) != len(members):
+            raise ValueError(f"{len(members)} members but {len(offsets)} seeds")
         first = members[0]
         shapes = {(m.window, m.n_features) for m in members}
         if len(shapes) != 1:
             raise ValueError(f"members differ in window or feature count: {sorted(shapes)}")
-        specs = [{"kind": m.kind, "hyperparameters": m.hyperparameters} for m in members]
+        specs = [
+            {"kind": m.kind, "hyperparameters": m.hyperparameters, "seed": seed}
+            for m, seed in zip(members, offsets, strict=True)
+        ]
         ensemble = cls(first.window, first.n_features, members=specs)
         ensemble.members = list(members)
         ensemble.device = first.device

@@ -20,7 +20,7 @@ from stream_detector.models.ensemble import ScoreEnsemble, summarise_histories
 from stream_detector.training.checkpoint import Checkpoint
 from stream_detector.training.trainer import calibrate, check_series, split_windows
 
-__all__ = ["combine_checkpoints"]
+__all__ = ["combine_checkpoints", "seed_offsets", "without_seed"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,11 +41,35 @@ def _shared(members: Sequence[Checkpoint]) -> None:
         if other.scaler.to_dict() != first.scaler.to_dict():
             raise ValueError(f"member {index} has another scaler than member 0")
         for name in _SHARED_FIT:
-            if other.fit.get(name) != first.fit.get(name):
+            mine, theirs = other.fit.get(name), first.fit.get(name)
+            if name == "config":
+                # Members may differ in seed alone (an ensemble of seeds): see seed_offsets.
+                mine, theirs = without_seed(mine), without_seed(theirs)
+            if mine != theirs:
                 raise ValueError(
                     f"member {index} was trained with another {name}: "
                     f"{other.fit.get(name)!r} against {first.fit.get(name)!r}"
                 )
+
+
+def without_seed(config: Any) -> Any:
+    """A fit config (as a dict) less its seed: what members of an ensemble of seeds share."""
+    return {k: v for k, v in config.items() if k != "seed"} if isinstance(config, dict) else config
+
+
+def seed_offsets(members: Sequence[Checkpoint]) -> list[int]:
+    """Each member's fit seed less the first's. Members of other seeds combine only when
+    their windows were split chronologically: a shuffled split is drawn with the seed, and an
+    ensemble draws it once, with the first member's."""
+    seeds = [int(member.fit["config"]["seed"]) for member in members]
+    offsets = [seed - seeds[0] for seed in seeds]
+    split = members[0].fit.get("split", "chronological")
+    if any(offsets) and split != "chronological":
+        raise ValueError(
+            f"members trained with other seeds ({', '.join(map(str, seeds))}) combine only "
+            f"when split chronologically, not {split!r}"
+        )
+    return offsets
 
 
 def combine_checkpoints(
@@ -63,7 +87,7 @@ def combine_checkpoints(
     first = members[0]
     if check_series(train_series, first.channels, first.window) != first.n_features:
         raise ValueError(f"train series do not have the members' {first.n_features} features")
-    detector = ScoreEnsemble.of([member.detector for member in members])
+    detector = ScoreEnsemble.of([member.detector for member in members], seed_offsets(members))
     scaled = [first.scaler.transform(s) for s in train_series]
     # The members' own split (a shuffled one drawn with the fit seed), so the recorded window
     # counts are theirs. Checkpoints from before the split was recorded were chronological.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,11 @@ def series(length: int = 260, seed: int = 0) -> np.ndarray:
 
 
 def train(
-    kind: str, hyperparameters: dict[str, Any], data: np.ndarray, split: Split = "chronological"
+    kind: str,
+    hyperparameters: dict[str, Any],
+    data: np.ndarray,
+    split: Split = "chronological",
+    fit: FitConfig = FIT,
 ) -> Checkpoint:
     return train_on_series(
         kind,
@@ -50,7 +55,7 @@ def train(
         channels=["X-1"],
         dataset="synthetic",
         hyperparameters=hyperparameters,
-        fit_config=FIT,
+        fit_config=fit,
         train_stride=2,
         scaling="none",
         progress=False,
@@ -126,11 +131,52 @@ def test_members_split_shuffled_combine_into_the_ensemble_train_makes() -> None:
         combine_checkpoints([members[0], chronological], [data])
 
 
+def test_an_ensemble_of_seeds_holds_the_members_each_seed_trains_alone() -> None:
+    """One recipe under the fit seed and under the fit seed + 1: trained as one ensemble, or
+    alone and combined, the same members and the same calibration."""
+    spec = SMALL[0]
+    seeds = [spec, {**spec, "seed": 1}]
+    data = series()
+    ensemble = train("ensemble", {"members": seeds}, data)
+    alone = [
+        train(spec["kind"], spec["hyperparameters"], data, fit=dataclasses.replace(FIT, seed=s))
+        for s in (FIT.seed, FIT.seed + 1)
+    ]
+    detector = ensemble.detector
+    assert isinstance(detector, ScoreEnsemble)
+    for inside, member in zip(detector.members, alone, strict=True):
+        weights, expected = inside.state_dict(), member.detector.state_dict()
+        for name in weights:
+            assert torch.equal(weights[name], expected[name]), name
+    first, second = (m.state_dict() for m in detector.members)
+    assert any(not torch.equal(first[name], second[name]) for name in first)
+    described = detector.hyperparameters["members"]
+    assert "seed" not in described[0] and described[1]["seed"] == 1
+
+    combined = combine_checkpoints(alone, [data])
+    assert combined.model_version == ensemble.model_version
+    assert combined.calibration.quantiles == pytest.approx(ensemble.calibration.quantiles)
+    assert combined.fit["config"]["seed"] == FIT.seed
+
+    shuffled = [
+        train(
+            spec["kind"],
+            spec["hyperparameters"],
+            data,
+            "shuffled",
+            dataclasses.replace(FIT, seed=s),
+        )
+        for s in (FIT.seed, FIT.seed + 1)
+    ]
+    with pytest.raises(ValueError, match="only when split chronologically"):
+        combine_checkpoints(shuffled, [data])
+
+
 def test_members_trained_differently_are_refused(
     trained: tuple[Checkpoint, list[Checkpoint]],
 ) -> None:
     _, members = trained
-    other_seed = train_on_series(
+    other_budget = train_on_series(
         "lstm_dt",
         [series()],
         window=WINDOW,
@@ -143,7 +189,7 @@ def test_members_trained_differently_are_refused(
         progress=False,
     )
     with pytest.raises(ValueError, match="another config"):
-        combine_checkpoints([members[0], other_seed], [series()])
+        combine_checkpoints([members[0], other_budget], [series()])
     rescaled = Checkpoint(**{**members[1].__dict__, "scaler": StandardScaler.fit(series())})
     with pytest.raises(ValueError, match="another scaler"):
         combine_checkpoints([members[0], rescaled], [series()])
@@ -160,6 +206,8 @@ def test_bad_member_lists_fail_with_a_clear_error() -> None:
         build_detector("ensemble", WINDOW, 2, members=[SMALL[0], {"kind": "nope"}])
     with pytest.raises(ValueError, match="'kind'"):
         build_detector("ensemble", WINDOW, 2, members=[SMALL[0], "lstm_dt"])
+    with pytest.raises(ValueError, match="integer offset"):
+        build_detector("ensemble", WINDOW, 2, members=[SMALL[0], {**SMALL[1], "seed": "1"}])
 
 
 def test_the_default_members_are_the_races_pick_and_take_the_scored_columns() -> None:
@@ -259,6 +307,13 @@ def test_the_default_members_caches_get_the_stamp_of_evaluate_model_ensemble() -
     assert recipe.hyperparameters == {"score_features": [0]}
     with pytest.raises(ValueError, match="another window"):
         ensemble_recipe([recipes[0], {**recipes[1], "window": 100}])
+    # The same member under another seed: an ensemble of seeds, the offset in its spec.
+    reseeded = {**recipes[0], "fit": {**recipes[0]["fit"], "seed": FIT.seed + 2}}
+    seeds = ensemble_recipe([recipes[0], reseeded])
+    assert seeds.fit == FIT
+    assert [m.get("seed", 0) for m in seeds.hyperparameters["members"]] == [0, 2]
+    with pytest.raises(ValueError, match="only when split chronologically"):
+        ensemble_recipe([{**recipes[0], "split": "shuffled"}, {**reseeded, "split": "shuffled"}])
 
 
 SMAP_MSL_ROOT = Path("/work/shared/datasets/smap_msl")
