@@ -640,6 +640,22 @@ def grid_report(
     click.echo(doc.read_text())
 
 
+def _two_names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, str]:
+    labels = [n.strip() for n in value.split(",")]
+    if len(labels) != 2 or not all(labels):
+        raise click.BadParameter(f"expected two names, got {value!r}")
+    return labels[0], labels[1]
+
+
+_names_option = click.option(
+    "--names",
+    default="first,second",
+    show_default=True,
+    callback=_two_names,
+    help="What to call FIRST and SECOND in the table, comma-separated.",
+)
+
+
 @main.command("grid-compare")
 @click.argument("first", type=click.Path(exists=True, path_type=Path))
 @click.argument("second", type=click.Path(exists=True, path_type=Path))
@@ -650,12 +666,7 @@ def grid_report(
     help="The threshold to compare them under [default: the grid's variant that the "
     "current settings build, the default configuration].",
 )
-@click.option(
-    "--names",
-    default="first,second",
-    show_default=True,
-    help="What to call FIRST and SECOND in the table, comma-separated.",
-)
+@_names_option
 @_data_root_option
 @click.pass_context
 def grid_compare(
@@ -664,7 +675,7 @@ def grid_compare(
     second: Path,
     grid: Path,
     variant: str | None,
-    names: str,
+    names: tuple[str, str],
     data_root: Path | None,
 ) -> None:
     """Two detectors under one threshold: FIRST and SECOND are grid results (an --out
@@ -679,9 +690,6 @@ def grid_compare(
     )
 
     settings = _settings(ctx)
-    labels = tuple(n.strip() for n in names.split(","))
-    if len(labels) != 2 or not all(labels):
-        raise click.BadParameter(f"expected two names, got {names!r}", param_hint="--names")
     name = variant or incumbent_variant(load_grid(grid), settings)
     if name is None:
         raise click.BadParameter(
@@ -693,7 +701,7 @@ def grid_compare(
         if any(name not in run for run in runs):
             raise ValueError(f"variant {name!r} is not in both results")
         doc = compare_detectors(
-            runs[0][name], runs[1][name], (labels[0], labels[1]), data_root or settings.data.root
+            runs[0][name], runs[1][name], names, data_root or settings.data.root
         )
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -703,16 +711,15 @@ def grid_compare(
 @main.command("held-out-error")
 @click.argument("first", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("second", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--names",
-    default="first,second",
-    show_default=True,
-    help="What to call FIRST and SECOND in the table, comma-separated.",
-)
+@_names_option
 @_data_root_option
 @click.pass_context
 def held_out_error(
-    ctx: click.Context, first: Path, second: Path, names: str, data_root: Path | None
+    ctx: click.Context,
+    first: Path,
+    second: Path,
+    names: tuple[str, str],
+    data_root: Path | None,
 ) -> None:
     """Two score caches (--score-cache folders of `evaluate`), on the predictor's own
     yardstick: each model's mean raw score on its channel's held-out part, per data set, and
@@ -720,14 +727,11 @@ def held_out_error(
     judges a recipe only where both caches were made with --fit-part before-held-out."""
     from stream_detector.evaluation.held_out_error import compare_held_out, held_out_table
 
-    labels = tuple(n.strip() for n in names.split(","))
-    if len(labels) != 2 or not all(labels):
-        raise click.BadParameter(f"expected two names, got {names!r}", param_hint="--names")
     try:
         comparisons = compare_held_out(first, second, data_root or _settings(ctx).data.root)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(held_out_table(comparisons, (labels[0], labels[1])), nl=False)
+    click.echo(held_out_table(comparisons, names), nl=False)
 
 
 @main.command()

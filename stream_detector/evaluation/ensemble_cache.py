@@ -23,7 +23,7 @@ from stream_detector.evaluation.threshold_grid import ScoreCache
 from stream_detector.models.base import accepted_hyperparameters, get_detector_class
 from stream_detector.models.ensemble import DEFAULT_MEMBERS
 from stream_detector.training.checkpoint import load_checkpoint, save_checkpoint
-from stream_detector.training.ensemble import combine_checkpoints, without_seed
+from stream_detector.training.ensemble import combine_checkpoints, seed_offsets, without_seed
 
 __all__ = ["combine_caches", "ensemble_recipe"]
 
@@ -59,9 +59,9 @@ def ensemble_recipe(member_recipes: list[dict[str, Any]]) -> ModelRecipe:
                 mine, theirs = without_seed(mine), without_seed(theirs)
             if mine != theirs:
                 raise ValueError(f"member cache {index} was made with another {name} than cache 0")
-    offsets = [int(r["fit"]["seed"]) - int(first["fit"]["seed"]) for r in member_recipes]
-    if any(offsets) and first.get("split", "chronological") != "chronological":
-        raise ValueError("member caches of other seeds combine only when split chronologically")
+    offsets = seed_offsets(
+        [int(r["fit"]["seed"]) for r in member_recipes], first.get("split", "chronological")
+    )
     features = {json.dumps(r["hyperparameters"].get("score_features")) for r in member_recipes}
     if len(features) != 1:
         raise ValueError("the member caches score different columns (score_features)")

@@ -57,13 +57,11 @@ def without_seed(config: Any) -> Any:
     return {k: v for k, v in config.items() if k != "seed"} if isinstance(config, dict) else config
 
 
-def seed_offsets(members: Sequence[Checkpoint]) -> list[int]:
+def seed_offsets(seeds: Sequence[int], split: str) -> list[int]:
     """Each member's fit seed less the first's. Members of other seeds combine only when
     their windows were split chronologically: a shuffled split is drawn with the seed, and an
     ensemble draws it once, with the first member's."""
-    seeds = [int(member.fit["config"]["seed"]) for member in members]
     offsets = [seed - seeds[0] for seed in seeds]
-    split = members[0].fit.get("split", "chronological")
     if any(offsets) and split != "chronological":
         raise ValueError(
             f"members trained with other seeds ({', '.join(map(str, seeds))}) combine only "
@@ -87,7 +85,11 @@ def combine_checkpoints(
     first = members[0]
     if check_series(train_series, first.channels, first.window) != first.n_features:
         raise ValueError(f"train series do not have the members' {first.n_features} features")
-    detector = ScoreEnsemble.of([member.detector for member in members], seed_offsets(members))
+    offsets = seed_offsets(
+        [int(member.fit["config"]["seed"]) for member in members],
+        first.fit.get("split", "chronological"),
+    )
+    detector = ScoreEnsemble.of([member.detector for member in members], offsets)
     scaled = [first.scaler.transform(s) for s in train_series]
     # The members' own split (a shuffled one drawn with the fit seed), so the recorded window
     # counts are theirs. Checkpoints from before the split was recorded were chronological.
