@@ -68,7 +68,7 @@ evaluate: install ## every model in EVAL_MODELS on all SMAP and MSL channels →
 	done
 	$(BIN)/python -m stream_detector.evaluation.collect --update docs/results.md $(addprefix artifacts/eval/,$(addsuffix -both,$(EVAL_MODELS)))
 
-# The threshold race (docs/results.md): RACE_MODEL trained per channel by JOBS processes
+# The threshold race (docs/threshold-race.md): RACE_MODEL trained per channel by JOBS processes
 # sharing one score cache, then every variant of RACE_GRID judged on the cached scores.
 # RACE_MODEL empty (the default) is the default detector, `lstm_dt` with n_predictions 10,
 # whose cache is artifacts/cache/lstm_dt_np10. RACE_FLAGS changes the recipe (it needs its
@@ -103,7 +103,7 @@ race: race-cache ## the threshold race: race-cache, then every variant of RACE_G
 
 # The diagnostics on a race cache, after `make race`: telemanom's 2018 batch processing of its
 # errors, the default threshold's rules undone one at a time, and each grid variant over the
-# whole train split (docs/results.md, thirteenth and fourteenth looks). Minutes, not hours.
+# whole train split (docs/threshold-race.md, thirteenth and fourteenth looks). Minutes, not hours.
 race-diagnostics: install ## telemanom_batch, streamed_ablation and train_replay on RACE_CACHE → artifacts/eval/diagnostics-RACE_NAME
 	mkdir -p artifacts/eval/diagnostics-$(RACE_NAME)
 	$(BIN)/python -m stream_detector.evaluation.telemanom_batch --cache $(RACE_CACHE) \
@@ -114,7 +114,7 @@ race-diagnostics: install ## telemanom_batch, streamed_ablation and train_replay
 	  --thresholds $(RACE_GRID) > artifacts/eval/diagnostics-$(RACE_NAME)/train-replay.md
 	cat artifacts/eval/diagnostics-$(RACE_NAME)/*.md
 
-# The sixteenth look's long clean stream (docs/results.md): each channel's train split in two
+# The sixteenth look's long clean stream (docs/threshold-race.md): each channel's train split in two
 # halves, RACE_CACHE's recipe trained on each half by JOBS processes (hours on a CPU: two
 # fold models per channel, each taking ~5 CPU-minutes here), then every RACE_GRID variant replayed over
 # the other halves, ranked against the test false episodes of `make race`'s report.

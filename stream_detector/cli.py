@@ -346,7 +346,8 @@ def models() -> None:
         f"--hp {k}={json.dumps(v)}" for k, v in DEFAULT_DETECTOR["hyperparameters"].items()
     )
     click.echo(
-        f"\nwithout --model: {DEFAULT_DETECTOR['kind']} {hyper} (docs/results.md, eighth look)"
+        f"\nwithout --model: {DEFAULT_DETECTOR['kind']} {hyper} "
+        "(docs/threshold-race.md, eighth look)"
     )
 
 
@@ -461,7 +462,7 @@ def _parse_hp(item: str) -> tuple[str, Any]:
     "--all-slots",
     is_flag=True,
     help="With --thresholds: fill every slot of each copy, the injection before the ninth "
-    "look (docs/results.md), instead of one anomaly per copy.",
+    "look (docs/threshold-race.md), instead of one anomaly per copy.",
 )
 @_data_root_option
 @click.pass_context

@@ -79,7 +79,7 @@ class BatchingSettings(BaseModel):
 class ThresholdSettings(BaseModel):
     # telemanom's threshold streamed, with its defaults (error buffer 100, re-learning after
     # 100, spikes ×1.5) and one hit opening an episode: the configuration chosen without test
-    # labels in docs/results.md ("The threshold race", second round; its spike margin and the
+    # labels in docs/threshold-race.md ("The threshold race", second round; its spike margin and the
     # default detector, `lstm_dt` with n_predictions 10, by the same rule in the eighth look;
     # the episodes' lead of 49 by the rule written down in the tenth look).
     kind: str = "telemanom"
@@ -141,7 +141,7 @@ class AlertSettings(BaseModel):
         default=0, ge=0, description="windows after a resolve during which no episode opens"
     )
     # 49, half telemanom's error buffer: the tenth look's written rule moved it from 99
-    # (docs/results.md); the episode's end keeps the full buffer of 99 steps after a hit.
+    # (docs/threshold-race.md); the episode's end keeps the full buffer of 99 steps after a hit.
     lead: int = Field(
         default=49,
         ge=0,

@@ -6,7 +6,7 @@ held-out fifth of train (26,969 steps on SMAP, about one false episode per varia
 short to tell thresholds apart; SMAP's test streams raise twenty. `train_replay` replays the
 whole train split, but most of it was fitted, so its errors are smaller than a test
 stream's, and it agreed with the test streams less well than the held-out part (ρ 0.50 and
-0.12 against 0.75 and 0.45 over the race's grid; docs/results.md).
+0.12 against 0.75 and 0.45 over the race's grid; docs/threshold-race.md).
 
 Here each channel's train split is cut in two halves. A model trained on one half, with the
 cache's own recipe, scores the other, and every threshold replays that half through the

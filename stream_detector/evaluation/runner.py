@@ -62,7 +62,7 @@ class ModelRecipe:
     ``fit_part`` ``"before_held_out"`` trains on the train split up to its held-out part
     only, so that the label-free proxy measured there is out of sample whatever the
     ``split``: a recipe that trains on the end of the series can then be judged on data
-    it never saw, as a deployed model meets its test stream (docs/results.md, eighteenth
+    it never saw, as a deployed model meets its test stream (docs/threshold-race.md, eighteenth
     look). A channel too short to have a held-out part longer than a window has no proxy,
     and trains on its whole split as usual.
     """

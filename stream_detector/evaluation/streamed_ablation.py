@@ -3,7 +3,7 @@ undone at a time, on one model's cached errors, beside telemanom's 2018 batch fo
 
 A diagnostic, like `telemanom_batch`. On SMAP the batch processing of the default
 detector's errors raised 5 false episodes where the streamed default raised 20
-(docs/results.md, "The tenth look's diagnostic on SMAP"). The streamed form adds or changes
+(docs/threshold-race.md, "The tenth look's diagnostic on SMAP"). The streamed form adds or changes
 rules the batch form does not have; each row of `ABLATIONS` sets one of them as the batch
 form has it, keeps everything else, and says what becomes of the default's episodes: how
 many of its false episodes are gone, how many of its finds are lost, how many false

@@ -1,6 +1,6 @@
 """telemanom's error processing as its 2018 code ran it: offline, a batch of 70 at a time.
 
-A diagnostic, not a strategy. The threshold race (docs/results.md) streams telemanom's
+A diagnostic, not a strategy. The threshold race (docs/threshold-race.md) streams telemanom's
 processing (`thresholds/telemanom.py`), and every look so far has fallen short of
 telemanom's published run. This replays the same model's cached errors through the
 processing as the run published on 2018-05-19 did it (``telemanom/errors.py`` of that

@@ -57,7 +57,7 @@ INJECTION_WARMUP = 250
 # v1 (40 long, 60 apart) let one episode, with its error buffer and lead of up to 99 steps
 # each, span neighbouring anomalies and score a hit for each: the proxy paid the longest
 # buffers for coverage that came from the spacing. 100 apart, neither can reach the next;
-# 150 long is near the labels' median length (121), against v1's 40 (docs/results.md,
+# 150 long is near the labels' median length (121), against v1's 40 (docs/threshold-race.md,
 # "Fifth look").
 INJECTION_LENGTH = 150
 INJECTION_MARGIN = 100
@@ -65,7 +65,7 @@ INJECTION_MARGIN = 100
 INJECTED_KEY = "injected_v2"
 # Each held-out part is injected this many times, with different seeds. One injection gives
 # a data set a few dozen anomalies, and the eighth look's choice between two models then came
-# down to one of them (docs/results.md, "Ninth look").
+# down to one of them (docs/threshold-race.md, "Ninth look").
 INJECTION_COPIES = 8
 # One anomaly per copy, in a slot drawn at random, the kinds in turn: with every slot filled,
 # an episode could run from one injected anomaly into the next and be counted a find of both
@@ -554,7 +554,7 @@ def grid_table(results: dict[str, VariantResult], root: Path, kind: str) -> str:
     return "\n".join(lines)
 
 
-# The label-free rule of the threshold race (docs/results.md): at most this many episodes
+# The label-free rule of the threshold race (docs/threshold-race.md): at most this many episodes
 # per 1,000 steps of clean held-out train data, on every data set.
 MAX_VALIDATION_EPISODES_PER_1K = 0.05
 
@@ -603,7 +603,7 @@ def label_free_choice(
     every data set, the highest event F1 on the injected anomalies, averaged over the data
     sets (ties: the first in grid order). None if no variant qualifies.
 
-    This is the rule docs/results.md wrote down for the first race. The injected composite
+    This is the rule docs/threshold-race.md wrote down for the first race. The injected composite
     F1 is reported beside it but does not choose: on the first injection (40-step anomalies)
     it rewarded tight episodes far more than SMAP/MSL's labels do, and when the injection
     changed (`INJECTION_LENGTH`) the rule was kept as it was, as written down beforehand.
@@ -677,7 +677,7 @@ def choice_margin(
     return float(ahead.mean())
 
 
-# The tenth look's rule (docs/results.md, written down before SMAP's numbers under v4): a
+# The tenth look's rule (docs/threshold-race.md, written down before SMAP's numbers under v4): a
 # pick moves the default only if it stays ahead of the incumbent in this share of draws,
 # over both data sets together and over each alone.
 DECISION_MARGIN = 0.9
@@ -929,7 +929,7 @@ def write_grid(
     decision = ""
     if incumbent is not None and incumbent in results:
         decision = (
-            "The written rule (docs/results.md, tenth look): "
+            "The written rule (docs/threshold-race.md, tenth look): "
             f"{race_decision(results, incumbent).explain()}.\n\n"
         )
     picks = []

@@ -4,7 +4,7 @@ train split, replayed through the daemon's engine with the cached model.
 A diagnostic for the threshold race's proxy. The race's rule sees false alarms only on the
 held-out part of train and in the short injected runs, and there the fourteenth look's
 pruning option and the default were about alike, while on the test streams one raised 9
-false episodes on SMAP and the other 20 (docs/results.md). The whole train split is a longer
+false episodes on SMAP and the other 20 (docs/threshold-race.md). The whole train split is a longer
 stream with no labels. Every episode on it is counted as false: SMAP/MSL's train splits are
 meant to be nominal, though not all of them are clean. Most of train was fitted, so its errors
 are smaller than a test stream's and the rates are a floor; what matters is how thresholds

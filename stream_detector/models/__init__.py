@@ -34,7 +34,7 @@ from stream_detector.models.reconstruction import ReconstructionDetector
 
 # What `train` and `evaluate` build when no --model is given: the detector of the default
 # configuration, picked with its threshold by the threshold race's label-free rule
-# (docs/results.md, eighth look). `--model lstm_dt` alone is telemanom's predictor with
+# (docs/threshold-race.md, eighth look). `--model lstm_dt` alone is telemanom's predictor with
 # n_predictions 1.
 DEFAULT_DETECTOR: Final[dict[str, Any]] = {
     "kind": "lstm_dt",

@@ -2,7 +2,7 @@
 
 The threshold race's label-free rule picked the mean of two telemanom predictors, one trained
 to predict the next value and one trained to predict the next ten (both scored on the
-one-step-ahead error): docs/results.md, fifth look. Those are the default members.
+one-step-ahead error): docs/threshold-race.md, fifth look. Those are the default members.
 
 Each member is trained exactly as it would be alone: ``fit`` builds it afresh under the fit
 seed, then fits it with the same ``FitConfig``. So an ensemble of checkpoints trained one by
@@ -39,7 +39,7 @@ from stream_detector.models.lstm_dt import LSTMNextValuePredictor
 
 __all__ = ["DEFAULT_MEMBERS", "ScoreEnsemble", "summarise_histories"]
 
-# The rule's pick (docs/results.md, fifth look): telemanom's predictor with one predicted
+# The rule's pick (docs/threshold-race.md, fifth look): telemanom's predictor with one predicted
 # value and with telemanom's ten, both scored on the first prediction.
 DEFAULT_MEMBERS: list[dict[str, Any]] = [
     {"kind": "lstm_dt", "hyperparameters": {"n_predictions": 1}},

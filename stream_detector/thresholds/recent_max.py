@@ -13,7 +13,7 @@ threshold, except after ``relearn_after`` anomalous windows in a row (0: never).
 
 The defaults (margin 2 %, re-learning after 200 windows; with 3-of-5 episode opening they
 were the daemon's default configuration until the race's second round) were chosen without
-test labels, by the rule in docs/results.md ("The threshold race"): the best F1 on
+test labels, by the rule in docs/threshold-race.md ("The threshold race"): the best F1 on
 synthetic anomalies injected into each channel's held-out train part, among variants that
 raise at most 0.05 episodes per 1,000 clean held-out steps. telemanom's own p is 0.13. A level
 shift that persists is then learned as the new normal and its episode resolves, instead of

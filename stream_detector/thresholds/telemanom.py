@@ -31,7 +31,7 @@ batch inside its own window). The window fills from the stream itself, alarms wa
 ``warmup`` scores, instead of judging the first 2,100 errors in hindsight; with
 ``prior_tail`` > 0 it starts from that many of the model's last training scores
 (``ScorePrior.tail``) instead — mostly in-sample errors, smaller than a test stream's, so
-on SMAP/MSL that start raised more false alarms (docs/results.md).
+on SMAP/MSL that start raised more false alarms (docs/threshold-race.md).
 A single-step spike is flattened by the smoothing below any floor, so with
 ``spike_margin`` > 0 a raw score above (1 + ``spike_margin``) × every raw score of the
 window (kept as block maxima) is a hit as well.
@@ -43,7 +43,7 @@ error level becomes the new normal instead of keeping an episode open forever.
 **Judged in the window (``in_window``).** Protection has a cost telemanom does not pay:
 after an anomaly the smoothed error decays over ~``span`` steps, and against an ε learned
 from normal errors alone that tail stays "anomalous" long after the anomaly (the streamed
-episodes ran ~170 steps longer than telemanom's on SMAP, docs/results.md). telemanom's ε
+episodes ran ~170 steps longer than telemanom's on SMAP, docs/threshold-race.md). telemanom's ε
 for those steps is computed on a window that holds the anomaly's own errors, which raises
 it. With ``in_window``, from a hit until the smoothed error is back under the protected ε
 (the *excursion*), a point is a hit only if it is also above the ε that `find_z` gives on
@@ -57,7 +57,7 @@ largest error of its window that is not flagged, and that includes an earlier ru
 that was itself pruned: a new bump must clear the earlier ones by ``p``, not only the errors
 under ε. By default the streamed form prunes against the largest error under ε, so a
 channel whose errors bump above ε now and then raises a false episode at the first bump a
-little higher than the last (SMAP's E-10 and A-7 in the thirteenth look, docs/results.md).
+little higher than the last (SMAP's E-10 and A-7 in the thirteenth look, docs/threshold-race.md).
 With ``prune_window`` a run's peak must clear every learned error of the window. What
 differs still: once a long run is learned (``relearn_after``), its errors count too, where
 telemanom would leave out what it flagged.
@@ -65,7 +65,7 @@ telemanom would leave out what it flagged.
 Defaults: telemanom's published parameters (span 105, window 2,100, batch 70, error buffer
 100, p 0.13, error floor 0.05), plus the two additions of this form — re-learning after 100
 anomalous scores and spikes above 1.5 times the window's raw maximum — as chosen without
-test labels in the threshold race (docs/results.md; the margin was 1.0, spikes above twice
+test labels in the threshold race (docs/threshold-race.md; the margin was 1.0, spikes above twice
 the maximum, until the eighth look). ``min_error`` 0.05 assumes errors in the
 raw units of SMAP/MSL (a checkpoint trained with ``--scaling none``, as `lstm_dt` is).
 """

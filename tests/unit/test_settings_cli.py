@@ -142,7 +142,7 @@ def test_bench_daemon_env_takes_settings_but_not_its_own_plumbing() -> None:
 
 REPO = Path(__file__).resolve().parents[2]
 # The default configuration's threshold and episode rules as the race grid names them: the
-# label-free pick of docs/results.md's tenth look (with `lstm_dt`, n_predictions 10).
+# label-free pick of docs/threshold-race.md's tenth look (with `lstm_dt`, n_predictions 10).
 RACE_PICK = "telemanom, buffer 100, relearn 100, spikes ×1.5, lead 49"
 
 
@@ -163,7 +163,7 @@ def test_the_default_settings_are_the_race_pick(clean_env) -> None:
 
 def test_the_default_only_grid_is_the_race_grids_default_entry() -> None:
     # docs/threshold-default.json judges a detector under the default alone (the twelfth
-    # look's SMAP run, docs/results.md): it must stay the race grid's entry, word for word.
+    # look's SMAP run, docs/threshold-race.md): it must stay the race grid's entry, word for word.
     race = json.loads((REPO / "docs/threshold-race-lstm-dt.json").read_text())
     alone = json.loads((REPO / "docs/threshold-default.json").read_text())
     assert alone == [v for v in race if v["name"] == RACE_PICK]

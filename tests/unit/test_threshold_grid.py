@@ -149,7 +149,7 @@ def test_shares_of_the_channels_merge_into_the_single_run(tmp_path):
         whole, DATA, "dense_ae", tmp_path / "single", VARIANTS, "default"
     )
     merged_doc = (tmp_path / "merged" / "thresholds.md").read_text()
-    assert "The written rule (docs/results.md, tenth look)" in merged_doc
+    assert "The written rule (docs/threshold-race.md, tenth look)" in merged_doc
     assert merged_doc.splitlines()[:-1] == single.read_text().splitlines()[:-1]
     assert threshold_grid.load_results(tmp_path / "merged" / threshold_grid.RESULTS_FILE) == whole
     wrong = CliRunner().invoke(
@@ -454,9 +454,9 @@ def test_the_grid_report_names_the_runner_up_and_the_margin(tmp_path):
     # One channel per data set: "tight" leads "half" on MSL in every draw; on SMAP both find
     # the anomaly and "tight" flags more, so the composite tie-break never gives it a draw.
     assert (
-        "The written rule (docs/results.md, tenth look): the pick `tight` stays ahead of the "
-        "default in all 100%, MSL 100%, SMAP 0% of 1,000 draws (the bar: 90% on each): the "
-        "default `half` stays." in " ".join(doc.split())
+        "The written rule (docs/threshold-race.md, tenth look): the pick `tight` stays ahead "
+        "of the default in all 100%, MSL 100%, SMAP 0% of 1,000 draws (the bar: 90% on each): "
+        "the default `half` stays." in " ".join(doc.split())
     )
 
 
