@@ -62,6 +62,16 @@ With ``prune_window`` a run's peak must clear every learned error of the window.
 differs still: once a long run is learned (``relearn_after``), its errors count too, where
 telemanom would leave out what it flagged.
 
+**A floor from training (``train_floor``).** telemanom's floor, ``min_error``, is one number
+for every channel. With ``train_floor`` naming a quantile of the model's scores on its own
+training windows (``"p95"``, ``"p99"``, ``"p99.9"`` or ``"max"``, from the checkpoint's
+calibration), a smoothed error must also exceed that quantile to be a hit (a spike, the
+raw score), so an error level the model reaches routinely on the data it learned from is
+not an anomaly: a channel that jumps every few hundred steps in train and in test (MSL's F-5)
+does not page at each jump. The inverted errors are not held to it (an unusually small error
+is not measured against large ones). Off by default; a channel without those training scores
+has no such floor.
+
 Defaults: telemanom's published parameters (span 105, window 2,100, batch 70, error buffer
 100, p 0.13, error floor 0.05), plus the two additions of this form — re-learning after 100
 anomalous scores and spikes above 1.5 times the window's raw maximum — as chosen without
@@ -84,6 +94,9 @@ from stream_detector.thresholds.base import (
     ThresholdStrategy,
     register_threshold,
 )
+
+# The checkpoint's training-score quantiles a `train_floor` may name (Calibration's).
+TRAIN_FLOOR_QUANTILES = ("p50", "p90", "p95", "p99", "p99.9", "max")
 
 
 class _Epsilons(NamedTuple):
@@ -170,6 +183,7 @@ class TelemanomThreshold(ThresholdStrategy):
         spike_margin: float = 0.5,
         in_window: bool = False,
         prune_window: bool = False,
+        train_floor: str | None = None,
     ) -> None:
         if span < 1 or batch < 1 or window < 2 * batch:
             raise ValueError("need span >= 1, batch >= 1 and window >= 2·batch")
@@ -198,6 +212,12 @@ class TelemanomThreshold(ThresholdStrategy):
         self.spike_margin = spike_margin
         self.in_window = in_window
         self.prune_window = prune_window
+        if train_floor is not None and train_floor not in TRAIN_FLOOR_QUANTILES:
+            raise ValueError(
+                f"train_floor must be one of {', '.join(TRAIN_FLOOR_QUANTILES)} or null, "
+                f"got {train_floor!r}"
+            )
+        self.train_floor = train_floor
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -217,6 +237,7 @@ class TelemanomThreshold(ThresholdStrategy):
             "spike_margin": self.spike_margin,
             "in_window": self.in_window,
             "prune_window": self.prune_window,
+            "train_floor": self.train_floor,
         }
 
     @property
@@ -247,6 +268,7 @@ class TelemanomThreshold(ThresholdStrategy):
             # (those are also the last entries of "buf"): `in_window` only.
             "exc": [],
             "exc_learned": 0,
+            "train_floor": self._train_floor(prior),
         }
         tail = [] if prior is None else [x for x in prior.tail if math.isfinite(x)]
         tail = tail[len(tail) - self.prior_tail :] if self.prior_tail else []
@@ -320,6 +342,13 @@ class TelemanomThreshold(ThresholdStrategy):
             return False
         return score > max((1 + self.spike_margin) * max(seen), floor)
 
+    def _train_floor(self, prior: ScorePrior | None) -> float:
+        """The training-score quantile an upward hit must exceed (0: no such floor)."""
+        if self.train_floor is None or prior is None:
+            return 0.0
+        value = prior.quantiles.get(self.train_floor)
+        return float(value) if value is not None and math.isfinite(value) else 0.0
+
     def _floor(self, values: list[float]) -> float:
         """The error a point must beat however ε falls: scale checks against the signal."""
         floor = self.min_error
@@ -344,7 +373,9 @@ class TelemanomThreshold(ThresholdStrategy):
         view = self._window_view(state, es) if in_excursion else None
         if ready:
             floor = float(state["floor"])
-            high = es > max(state["eps"], floor)
+            # A state saved before `train_floor` existed has none.
+            upward_floor = max(floor, float(state.get("train_floor", 0.0)))
+            high = es > max(state["eps"], upward_floor)
             outside = not high
             if view is not None:
                 high = high and es > view.eps
@@ -358,7 +389,7 @@ class TelemanomThreshold(ThresholdStrategy):
                     low = low and 2 * view.mean - es > view.eps_inv
                 state["run_inv"] = max(state["run_inv"], flipped) if low else 0.0
                 hit = hit or (low and state["run_inv"] * (1 - self.p) >= state["normal_max_inv"])
-            hit = hit or self._spike(state, score, floor)
+            hit = hit or self._spike(state, score, upward_floor)
         if hit:
             state["buffer_left"] = self.error_buffer - 1
         elif state["buffer_left"] > 0:

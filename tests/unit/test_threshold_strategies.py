@@ -240,6 +240,57 @@ def test_telemanom_prune_window_prunes_against_every_learned_error_of_the_window
         assert thr.step(state, 1.4)[1].status == "anomalous"  # 1.4 · 0.87 = 1.218 > 1.2
 
 
+def _warm_from_prior(prior, **params):
+    """As `_warm_telemanom`, but started from a training prior (for `train_floor`)."""
+    defaults = {"span": 1, "window": 200, "batch": 20, "error_buffer": 3, "warmup": 0}
+    off = {"min_value_ratio": 0.0, "min_error": 0.0, "spike_margin": 0.0, "relearn_after": 0}
+    thr = build_threshold("telemanom", **{**defaults, **off, **params})
+    state = thr.initial_state(prior)
+    rng = np.random.default_rng(3)
+    for x in 1.0 + 0.1 * rng.uniform(size=200):  # errors in [1.0, 1.1): ε < 1.5
+        state, _ = thr.step(state, float(x))
+    return thr, state
+
+
+def test_telemanom_train_floor_holds_upward_hits_to_a_training_quantile():
+    prior = ScorePrior(1000, 1.0, 0.2, 0.0, 0.2, {"p99": 3.0, "max": 5.0})
+    # Without a floor anything above ε (< 1.5) is a hit; with p99 an error must beat 3.0,
+    # with the training maximum 5.0.
+    expected = {
+        None: ("anomalous", "anomalous"),
+        "p99": ("normal", "anomalous"),
+        "max": ("normal", "normal"),
+    }
+    for floor, (at_2, at_4) in expected.items():
+        thr, state = _warm_from_prior(prior, train_floor=floor)
+        assert state["train_floor"] == {None: 0.0, "p99": 3.0, "max": 5.0}[floor]
+        assert state["eps"] < 1.5
+        assert thr.step(state, 2.0)[1].status == at_2
+        assert thr.step(state, 4.0)[1].status == at_4
+        assert thr.step(state, 6.0)[1].status == "anomalous"
+        # An unusually small error is not measured against large ones: still a hit.
+        assert thr.step(state, 0.0)[1].status == "anomalous"
+    # No prior (or no such quantile): no floor.
+    thr = build_threshold("telemanom", train_floor="p99")
+    assert thr.initial_state(None)["train_floor"] == 0.0
+    assert thr.initial_state(ScorePrior(10, 1.0, 0.1, 0.0, 0.1, {"max": 4.0}))["train_floor"] == 0.0
+    with pytest.raises(ValueError, match="train_floor must be one of"):
+        build_threshold("telemanom", train_floor="p42")
+
+
+def test_telemanom_train_floor_holds_the_spike_rule_too_and_reads_old_states():
+    prior = ScorePrior(1000, 1.0, 0.2, 0.0, 0.2, {"p99": 3.0, "max": 5.0})
+    # span 105: one raw 4.0 moves the smoothed error by ~0.06, so only the spike rule
+    # (4.0 > 1.5 × the window's raw maximum 1.1) can flag it, and it must beat the floor.
+    for floor, then in ((None, "anomalous"), ("p99", "anomalous"), ("max", "normal")):
+        thr, state = _warm_from_prior(prior, span=105, spike_margin=0.5, train_floor=floor)
+        assert thr.step(state, 4.0)[1].status == then
+    # A state saved before the option existed has no floor and still decides.
+    thr, state = _warm_from_prior(prior, train_floor="max")
+    del state["train_floor"]
+    assert thr.step(state, 2.0)[1].status == "anomalous"
+
+
 def test_telemanom_starts_from_the_training_tail():
     thr = build_threshold("telemanom", span=1, window=200, batch=20, warmup=0, prior_tail=200)
     tail = tuple(1.0 + 0.01 * (i % 7) for i in range(300))
