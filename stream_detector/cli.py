@@ -328,6 +328,40 @@ def combine(
 
 
 @main.command()
+def thresholds() -> None:
+    """List the registered threshold strategies, each parameter with the default the daemon
+    builds it with, and the threshold and episode rules your settings select now."""
+    import inspect
+
+    from stream_detector.settings import Settings, ThresholdSettings
+    from stream_detector.thresholds import available_thresholds
+    from stream_detector.thresholds.base import threshold_factory
+
+    for kind in available_thresholds():
+        signature = inspect.signature(threshold_factory(kind)).parameters.values()
+        # ewma_sigma takes its defaults from the settings' own fields, not from its class.
+        built = ThresholdSettings(kind=kind).strategy_params()
+        described = []
+        for p in signature:
+            if p.kind is inspect.Parameter.VAR_KEYWORD:
+                continue
+            default = built.get(p.name, p.default)
+            empty = default is inspect.Parameter.empty
+            described.append(p.name if empty else f"{p.name}={json.dumps(default)}")
+        click.echo(f"{kind:<16} {', '.join(described)}")
+    settings = Settings()
+    rules = settings.alerts.model_dump(mode="json")
+    click.echo(
+        f"\nselected now: SD_THRESHOLD__KIND={settings.threshold.kind} "
+        f"SD_THRESHOLD__PARAMS='{json.dumps(settings.threshold.params)}' "
+        f"calibration={settings.threshold.calibration}; episodes {json.dumps(rules)}"
+    )
+    click.echo(
+        "(parameters go in SD_THRESHOLD__PARAMS as JSON; docs/thresholds.md says what each does)"
+    )
+
+
+@main.command()
 def models() -> None:
     """List the registered detector kinds and how `train` and `evaluate` train each by default."""
     from stream_detector.models import DEFAULT_DETECTOR, available_detectors, get_detector_class

@@ -82,11 +82,15 @@ def available_thresholds() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_threshold(kind: str, **params: Any) -> ThresholdStrategy:
+def threshold_factory(kind: str) -> Callable[..., ThresholdStrategy]:
+    """The registered class (or factory) of `kind`, for reading its parameters."""
     try:
-        factory = _REGISTRY[kind]
+        return _REGISTRY[kind]
     except KeyError:
         raise KeyError(
             f"unknown threshold {kind!r}; available: {', '.join(available_thresholds())}"
         ) from None
-    return factory(**params)
+
+
+def build_threshold(kind: str, **params: Any) -> ThresholdStrategy:
+    return threshold_factory(kind)(**params)

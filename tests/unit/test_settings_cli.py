@@ -214,6 +214,25 @@ def test_models_names_what_train_builds_without_model(clean_env) -> None:
     assert "without --model: lstm_dt --hp n_predictions=10" in result.output
 
 
+def test_thresholds_lists_every_strategy_with_the_defaults_the_daemon_builds(
+    clean_env, monkeypatch
+) -> None:
+    from stream_detector.thresholds import available_thresholds
+
+    output = CliRunner().invoke(main, ["thresholds"]).output
+    lines = {line.split()[0]: line for line in output.splitlines() if line.strip()}
+    assert set(available_thresholds()) <= set(lines)
+    # ewma_sigma's defaults are the settings' fields (min_ratio 2), not its class's (1).
+    assert "min_ratio=2.0" in lines["ewma_sigma"]
+    assert "train_floor=null" in lines["telemanom"] and "spike_margin=0.5" in lines["telemanom"]
+    assert "selected now: SD_THRESHOLD__KIND=telemanom" in output
+    assert '"lead": 49' in output
+    monkeypatch.setenv("SD_THRESHOLD__KIND", "spot")
+    monkeypatch.setenv("SD_THRESHOLD__PARAMS", '{"q": 0.001}')
+    output = CliRunner().invoke(main, ["thresholds"]).output
+    assert "selected now: SD_THRESHOLD__KIND=spot SD_THRESHOLD__PARAMS='{\"q\": 0.001}'" in output
+
+
 def test_injection_copies_needs_a_grid_and_its_help_names_the_default(clean_env) -> None:
     from stream_detector.evaluation.threshold_grid import INJECTION_COPIES
 
