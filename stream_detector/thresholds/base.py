@@ -25,6 +25,17 @@ class Decision:
         return self.status == "anomalous"
 
 
+# The training-score quantiles every checkpoint's calibration keeps (with "max"), by level:
+# what a ScorePrior's `quantiles` holds.
+PRIOR_QUANTILES: dict[str, float] = {
+    "p50": 0.5,
+    "p90": 0.9,
+    "p95": 0.95,
+    "p99": 0.99,
+    "p99.9": 0.999,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ScorePrior:
     """What training says about normal scores, to start a channel's state from."""

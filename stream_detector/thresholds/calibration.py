@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from itertools import pairwise
 from statistics import NormalDist
 
-from stream_detector.thresholds.base import ScorePrior
+from stream_detector.thresholds.base import PRIOR_QUANTILES, ScorePrior
 
-# Training-score quantiles the checkpoint keeps (Calibration), as probabilities.
-_LEVELS = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p99.9": 0.999}
 _STD_NORMAL = NormalDist()
 # Moments of |Z| and of log|Z|, Z ~ N(0, 1): the calibrated training distribution.
 HALF_NORMAL_MEAN = math.sqrt(2 / math.pi)
@@ -55,7 +53,7 @@ class ScoreCalibrator:
     def from_prior(cls, prior: ScorePrior) -> ScoreCalibrator:
         """Fit on the training scores' quantiles (p50 … p99.9 and the maximum)."""
         points = [(0.0, 0.0)]
-        levels = dict(_LEVELS)
+        levels = dict(PRIOR_QUANTILES)
         if prior.n > 0:
             # The largest of n scores sits at about the n/(n+1) quantile.
             levels["max"] = prior.n / (prior.n + 1)

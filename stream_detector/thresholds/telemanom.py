@@ -88,6 +88,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from stream_detector.thresholds.base import (
+    PRIOR_QUANTILES,
     Decision,
     ScorePrior,
     ThresholdState,
@@ -95,8 +96,8 @@ from stream_detector.thresholds.base import (
     register_threshold,
 )
 
-# The checkpoint's training-score quantiles a `train_floor` may name (Calibration's).
-TRAIN_FLOOR_QUANTILES = ("p50", "p90", "p95", "p99", "p99.9", "max")
+# The training-score quantiles a `train_floor` may name: those every checkpoint keeps.
+TRAIN_FLOOR_QUANTILES = (*PRIOR_QUANTILES, "max")
 
 
 class _Epsilons(NamedTuple):

@@ -21,6 +21,7 @@ import torch
 from stream_detector import __version__
 from stream_detector.errors import CheckpointError
 from stream_detector.models import Detector, get_detector_class, resolve_device
+from stream_detector.thresholds.base import PRIOR_QUANTILES
 from stream_detector.training.scaler import StandardScaler
 
 __all__ = [
@@ -34,8 +35,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "stream-detector-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
-
-_QUANTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p99.9": 0.999}
 
 
 @dataclass
@@ -57,7 +56,7 @@ class Calibration:
         values = np.asarray(scores, dtype=np.float64).ravel()
         if values.size == 0:
             raise ValueError("cannot calibrate on zero scores")
-        quantiles = {name: float(np.quantile(values, q)) for name, q in _QUANTILES.items()}
+        quantiles = {name: float(np.quantile(values, q)) for name, q in PRIOR_QUANTILES.items()}
         quantiles["max"] = float(values.max())
         return cls(
             n=int(values.size),
