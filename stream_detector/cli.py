@@ -769,6 +769,46 @@ def held_out_error(
     click.echo(held_out_table(comparisons, names), nl=False)
 
 
+@main.command("prediction-error")
+@click.argument("cache", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--run",
+    "run",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A telemanom results file [default: its 2018-05-19 run, the reference row].",
+)
+@click.option("--channels", "per_channel", is_flag=True, help="Also list every channel.")
+@_data_root_option
+@click.pass_context
+def prediction_error(
+    ctx: click.Context, cache: Path, run: Path | None, per_channel: bool, data_root: Path | None
+) -> None:
+    """An lstm_dt score cache (a --score-cache folder of `evaluate`) on telemanom's own
+    yardstick: the mean one-step prediction error over the test split divided by the range
+    of the test values, per data set, beside the `normalized_pred_error` of telemanom's
+    published run. Says whether our model predicts the test streams as well as telemanom's
+    did. Reads no label, but the test split: it chooses nothing."""
+    from stream_detector.evaluation.prediction_error import (
+        cache_normalized_errors,
+        compare_with_run,
+        prediction_error_table,
+        published_normalized_errors,
+    )
+    from stream_detector.evaluation.reference import REFERENCE_FILE
+
+    root = Path(data_root or _settings(ctx).data.root)
+    source = run or root / REFERENCE_FILE
+    try:
+        comparisons = compare_with_run(
+            cache_normalized_errors(cache, root), published_normalized_errors(source), root
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    name = "telemanom 2018-05-19" if run is None else f"telemanom {source.stem}"
+    click.echo(prediction_error_table(comparisons, name, per_channel), nl=False)
+
+
 @main.command()
 @click.argument("config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--trials", type=int, default=None, help="Override the study's number of trials.")
