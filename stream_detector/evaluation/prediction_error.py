@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 TEST_KEY = "test"
+# The column of telemanom's results files that holds it, by the code's age.
+COLUMNS = ("normalized_pred_error", "normalized_error")
 
 
 def normalized_error(errors: np.ndarray, test_values: np.ndarray) -> float:
@@ -53,9 +55,10 @@ def _check_comparable(chan: str, kind: str, hyperparameters: dict[str, object]) 
         hyperparameters.get("n_predictions", 1) == 1
     )
     if kind != "lstm_dt" or not first or hyperparameters.get("score_features") != [0]:
+        what = kind if kind != "lstm_dt" else f"lstm_dt with {hyperparameters}"
         raise ValueError(
             f"{chan}: telemanom's yardstick needs an lstm_dt cache scoring its first prediction "
-            f"of column 0, this one is {kind} with {hyperparameters}"
+            f"of column 0, this one is {what}"
         )
 
 
@@ -85,16 +88,23 @@ def cache_normalized_errors(cache: Path, root: Path) -> dict[str, float]:
 
 
 def published_normalized_errors(run: Path) -> dict[str, float]:
-    """Channel → ``normalized_pred_error`` of a telemanom results file. A channel with two
-    rows (P-2, one per label row) keeps its first: telemanom predicted it once per row."""
+    """Channel → normalised test error of a telemanom results file: its
+    ``normalized_pred_error`` column (the 2018 code) or ``normalized_error`` (the refactored
+    code of 2019 on; the same quantity). A channel with two rows (P-2, one per label row)
+    keeps its first: telemanom predicted it once per row."""
     if not run.is_file():
         raise FileNotFoundError(f"telemanom results file not found at {run}")
     published: dict[str, float] = {}
     with run.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if "normalized_pred_error" not in row:
-                raise ValueError(f"{run} has no normalized_pred_error column")
-            published.setdefault(row["chan_id"], float(row["normalized_pred_error"]))
+        reader = csv.DictReader(handle)
+        column = next(
+            (c for c in COLUMNS if c in (reader.fieldnames or [])),
+            None,
+        )
+        if column is None:
+            raise ValueError(f"{run} has no {' or '.join(COLUMNS)} column")
+        for row in reader:
+            published.setdefault(row["chan_id"], float(row[column]))
     return published
 
 

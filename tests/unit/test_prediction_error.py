@@ -35,8 +35,11 @@ def test_a_channel_with_two_rows_keeps_its_first(tmp_path):
     run = tmp_path / "run.csv"
     run.write_text(HEADER + "r,P-2,0.5,SMAP\nr,P-2,0.7,SMAP\nr,M-1,0.25,MSL\n")
     assert published_normalized_errors(run) == {"P-2": 0.5, "M-1": 0.25}
+    # The refactored code of 2019 names the column normalized_error.
+    (tmp_path / "2019.csv").write_text("chan_id,normalized_error\nT-1,0.125\n")
+    assert published_normalized_errors(tmp_path / "2019.csv") == {"T-1": 0.125}
     (tmp_path / "bad.csv").write_text("run_id,chan_id\nr,P-2\n")
-    with pytest.raises(ValueError, match="no normalized_pred_error column"):
+    with pytest.raises(ValueError, match="no normalized_pred_error or normalized_error column"):
         published_normalized_errors(tmp_path / "bad.csv")
 
 
