@@ -62,29 +62,21 @@ def test_each_data_set_is_compared_on_the_channels_both_have():
 
 
 @pytest.fixture()
-def d11_lstm_dt_cache(tmp_path):
+def d11_lstm_dt_cache(d11_cache_of):
     """A score cache of D-11 by a tiny lstm_dt (one epoch), standardised, so its errors are
     in scaled units and the yardstick must scale them back."""
-    if not DATA.is_dir():
-        pytest.skip(f"SMAP/MSL data not found at {DATA}")
     from stream_detector.evaluation.runner import ModelRecipe
-    from stream_detector.evaluation.threshold_grid import ThresholdVariant, run_grid
     from stream_detector.models.base import FitConfig
-    from stream_detector.settings import Settings
 
-    recipe = ModelRecipe(
-        kind="lstm_dt",
-        window=20,
-        hyperparameters={"score_features": [0], "hidden": [8]},
-        fit=FitConfig(epochs=1, device="cpu"),
-        train_stride=16,
+    return d11_cache_of(
+        ModelRecipe(
+            kind="lstm_dt",
+            window=20,
+            hyperparameters={"score_features": [0], "hidden": [8]},
+            fit=FitConfig(epochs=1, device="cpu"),
+            train_stride=16,
+        )
     )
-    default = ThresholdVariant(
-        "default", Settings().threshold.model_dump(), Settings().alerts.model_dump()
-    )
-    cache = tmp_path / "cache"
-    run_grid(DATA, "smap", recipe, Settings(), [default], ["D-11"], False, cache=cache)
-    return cache
 
 
 def test_a_cache_is_measured_in_the_telemetry_s_own_units(d11_lstm_dt_cache, tmp_path):
