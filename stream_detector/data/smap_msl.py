@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,7 @@ __all__ = [
     "Spacecraft",
     "Split",
     "channel_ids",
+    "channels_by_spacecraft",
     "load_labels",
     "load_series",
     "sliding_windows",
@@ -116,6 +118,20 @@ def load_labels(root: str | Path) -> list[LabelRow]:
                 )
             )
     return rows
+
+
+def channels_by_spacecraft(root: str | Path, channels: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``channels`` grouped by the spacecraft the label file gives them, SMAP first, each
+    group sorted; a channel the label file does not know is a ValueError."""
+    craft = {row.chan_id: row.spacecraft for row in load_labels(root)}
+    chans = sorted(set(channels))
+    unknown = [chan for chan in chans if chan not in craft]
+    if unknown:
+        raise ValueError(f"channels not in the label file: {', '.join(unknown)}")
+    return {
+        spacecraft: tuple(c for c in chans if craft[c] == spacecraft)
+        for spacecraft in sorted({craft[c] for c in chans}, reverse=True)
+    }
 
 
 def channel_ids(root: str | Path, spacecraft: Spacecraft | None = None) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_detector.data.smap_msl import load_labels
+from stream_detector.data.smap_msl import channels_by_spacecraft
 
 VALIDATION_KEY = "validation"
 RESAMPLES = 1000
@@ -51,14 +51,8 @@ def compare_held_out(
     """Per spacecraft, the channels both caches scored, with a paired bootstrap of the
     channels: how often `first`'s mean held-out score is below `second`'s."""
     a, b = held_out_means(first), held_out_means(second)
-    craft = {row.chan_id: row.spacecraft for row in load_labels(root)}
-    shared = sorted(set(a) & set(b))
-    unknown = [chan for chan in shared if chan not in craft]
-    if unknown:
-        raise ValueError(f"channels not in the label file: {', '.join(unknown)}")
     comparisons = []
-    for spacecraft in sorted({craft[c] for c in shared}, reverse=True):
-        chans = tuple(c for c in shared if craft[c] == spacecraft)
+    for spacecraft, chans in channels_by_spacecraft(root, set(a) & set(b)).items():
         x = np.array([a[c] for c in chans])
         y = np.array([b[c] for c in chans])
         drawn = np.random.default_rng(seed).integers(0, len(chans), size=(resamples, len(chans)))

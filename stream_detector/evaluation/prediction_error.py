@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_detector.data.smap_msl import load_labels, load_series
-from stream_detector.evaluation.threshold_grid import SCORER_KEY, scorer_of
-from stream_detector.training.checkpoint import load_checkpoint
+from stream_detector.data.smap_msl import channels_by_spacecraft, load_series
+from stream_detector.evaluation.threshold_grid import read_cache_entry
 
 __all__ = [
     "ErrorComparison",
@@ -68,16 +67,15 @@ def cache_normalized_errors(cache: Path, root: Path) -> dict[str, float]:
     errors: dict[str, float] = {}
     for npz in sorted(Path(cache).glob("*.npz")):
         chan = npz.stem
-        with np.load(npz) as data:
-            if TEST_KEY not in data.files or SCORER_KEY not in data.files:
-                continue
-            scores, scorer = data[TEST_KEY], str(data[SCORER_KEY])
-        ckpt = npz.with_suffix(".pt")
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"{chan}: {ckpt} is missing (the cache's checkpoint)")
-        checkpoint = load_checkpoint(ckpt, device="cpu")
-        if scorer != scorer_of(checkpoint):
-            continue  # stale scores of another scorer: `evaluate` would not use them either
+        entry = read_cache_entry(Path(cache), chan)
+        if entry is None:
+            raise FileNotFoundError(
+                f"{chan}: {npz.with_suffix('.pt')} is missing (the cache's checkpoint)"
+            )
+        checkpoint, arrays = entry
+        if TEST_KEY not in arrays:
+            continue  # no test scores, or stale ones of another scorer
+        scores = arrays[TEST_KEY]
         _check_comparable(chan, checkpoint.detector.kind, checkpoint.detector.hyperparameters)
         raw_errors = np.asarray(scores, dtype=np.float64) * float(checkpoint.scaler.std[0])
         test = load_series(root, chan, "test")
@@ -134,26 +132,24 @@ def compare_with_run(
     ours: dict[str, float], theirs: dict[str, float], root: Path
 ) -> list[ErrorComparison]:
     """Per spacecraft (SMAP first), the channels both have a finite, positive error for."""
-    craft = {row.chan_id: row.spacecraft for row in load_labels(root)}
-    unknown = sorted(chan for chan in ours if chan not in craft)
-    if unknown:
-        raise ValueError(f"channels not in the label file: {', '.join(unknown)}")
-    shared = sorted(
-        chan
-        for chan in set(ours) & set(theirs)
-        if all(math.isfinite(x) and x > 0 for x in (ours[chan], theirs[chan]))
-    )
     comparisons = []
-    for spacecraft in sorted({craft[c] for c in shared}, reverse=True):
-        chans = tuple(c for c in shared if craft[c] == spacecraft)
-        comparisons.append(
-            ErrorComparison(
-                spacecraft,
-                chans,
-                np.array([ours[c] for c in chans]),
-                np.array([theirs[c] for c in chans]),
-            )
+    # Every channel of ours must be a labelled one, even where the run has no number for it.
+    for spacecraft, group in channels_by_spacecraft(root, ours).items():
+        chans = tuple(
+            chan
+            for chan in group
+            if chan in theirs
+            and all(math.isfinite(x) and x > 0 for x in (ours[chan], theirs[chan]))
         )
+        if chans:
+            comparisons.append(
+                ErrorComparison(
+                    spacecraft,
+                    chans,
+                    np.array([ours[c] for c in chans]),
+                    np.array([theirs[c] for c in chans]),
+                )
+            )
     if not comparisons:
         raise ValueError("the cache and the run share no channel with a positive error")
     return comparisons

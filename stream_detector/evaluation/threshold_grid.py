@@ -231,26 +231,32 @@ class ScoreCache:
 
     def load(self, chan: str) -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
         """The cached checkpoint and those of its scores that its scorer made (maybe none)."""
-        ckpt, scores = self.folder / f"{chan}.pt", self.folder / f"{chan}.npz"
-        if not ckpt.exists():
-            return None
-        # A checkpoint without scores (one written by `combine`) is scored, not retrained.
-        arrays: dict[str, np.ndarray] = {}
-        if scores.exists():
-            with np.load(scores) as data:
-                arrays = {name: data[name] for name in data.files}
-        checkpoint = load_checkpoint(ckpt, device="cpu")
-        # The recipe stamp cannot tell: a scorer's new hyperparameter takes its default in
-        # the recipe and in old checkpoints alike (lstm_dt's scored_prediction did).
-        if str(arrays.pop(SCORER_KEY, "")) != scorer_of(checkpoint):
-            arrays = {}
-        return checkpoint, arrays
+        return read_cache_entry(self.folder, chan)
 
     def save(self, chan: str, checkpoint: Checkpoint, scores: dict[str, np.ndarray]) -> None:
         if not (self.folder / f"{chan}.pt").exists():
             save_checkpoint(checkpoint, self.folder / f"{chan}.pt")
         marked = {**scores, SCORER_KEY: np.array(scorer_of(checkpoint))}
         np.savez(self.folder / f"{chan}.npz", **marked)  # type: ignore[arg-type]
+
+
+def read_cache_entry(folder: Path, chan: str) -> tuple[Checkpoint, dict[str, np.ndarray]] | None:
+    """A score cache's checkpoint of ``chan`` and those of its scores that its scorer made
+    (maybe none); None without a checkpoint. Reads without a recipe, for the diagnostics."""
+    ckpt, scores = folder / f"{chan}.pt", folder / f"{chan}.npz"
+    if not ckpt.exists():
+        return None
+    # A checkpoint without scores (one written by `combine`) is scored, not retrained.
+    arrays: dict[str, np.ndarray] = {}
+    if scores.exists():
+        with np.load(scores) as data:
+            arrays = {name: data[name] for name in data.files}
+    checkpoint = load_checkpoint(ckpt, device="cpu")
+    # The recipe stamp cannot tell: a scorer's new hyperparameter takes its default in
+    # the recipe and in old checkpoints alike (lstm_dt's scored_prediction did).
+    if str(arrays.pop(SCORER_KEY, "")) != scorer_of(checkpoint):
+        arrays = {}
+    return checkpoint, arrays
 
 
 def scorer_of(checkpoint: Checkpoint) -> str:
