@@ -21,7 +21,7 @@ from stream_detector.logging import configure_logging
 from stream_detector.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from stream_detector.models.base import RecipeDefaults
+    from stream_detector.models.base import FitConfig, RecipeDefaults
 
 
 def _limit_torch_threads(settings: Settings) -> None:
@@ -196,6 +196,16 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     metavar="NAME=VALUE",
     help="Model hyperparameter, e.g. --hp hidden1=64 (repeatable).",
 )
+@click.option(
+    "--fit",
+    "fit_items",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A setting of the training loop (repeatable): lr, lr_patience, lr_factor, min_lr, "
+    "min_delta (the fall of the validation loss that counts as better), restore_best "
+    "(false: keep the last epoch's weights, as Keras did), lr_schedule (false: no "
+    "ReduceLROnPlateau).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @_data_root_option
 @click.option(
@@ -221,13 +231,13 @@ def train(
     patience: int | None,
     score_features: str,
     hyper: tuple[str, ...],
+    fit_items: tuple[str, ...],
     seed: int,
     data_root: Path | None,
     out: Path | None,
     no_progress: bool,
 ) -> None:
     """Train a detector on the train split of SMAP/MSL channels and save one checkpoint."""
-    from stream_detector.models.base import FitConfig
     from stream_detector.training.checkpoint import save_checkpoint
     from stream_detector.training.trainer import train_on_dataset
 
@@ -237,7 +247,8 @@ def train(
     target = out or settings.model.checkpoint
     kind, hyperparameters = _detector(kind, _hyperparameters(score_features, hyper))
     recipe = _recipe(kind, ctx.params)
-    fit = FitConfig(
+    fit = _fit_config(
+        fit_items,
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
         lr=lr,
@@ -409,14 +420,45 @@ def _hyperparameters(score_features: str, hyper: tuple[str, ...]) -> dict[str, A
     return hyperparameters
 
 
-def _parse_hp(item: str) -> tuple[str, Any]:
+def _parse_hp(item: str, param_hint: str = "--hp") -> tuple[str, Any]:
     name, sep, raw = item.partition("=")
     if not sep or not name:
-        raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--hp")
+        raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=param_hint)
     try:
         return name, json.loads(raw)
     except json.JSONDecodeError:
         return name, raw
+
+
+# Settings of the training loop that --fit may set; the others have options of their own.
+FIT_SETTINGS = (
+    "lr",
+    "lr_patience",
+    "lr_factor",
+    "min_lr",
+    "min_delta",
+    "restore_best",
+    "lr_schedule",
+)
+
+
+def _fit_config(items: tuple[str, ...], **given: Any) -> FitConfig:
+    """The FitConfig of the options and the --fit NAME=VALUE pairs; a bad one is named."""
+    from stream_detector.models.base import FitConfig
+
+    settings = dict(given)
+    for item in items:
+        name, value = _parse_hp(item, "--fit")
+        if name not in FIT_SETTINGS:
+            raise click.BadParameter(
+                f"unknown setting {name!r}; --fit takes {', '.join(FIT_SETTINGS)}",
+                param_hint="--fit",
+            )
+        settings[name] = value
+    try:
+        return FitConfig(**settings)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--fit") from None
 
 
 @main.command()
@@ -461,6 +503,16 @@ def _parse_hp(item: str) -> tuple[str, Any]:
 )
 @click.option(
     "--hp", "hyper", multiple=True, metavar="NAME=VALUE", help="Model hyperparameter (repeatable)."
+)
+@click.option(
+    "--fit",
+    "fit_items",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A setting of the training loop (repeatable): lr, lr_patience, lr_factor, min_lr, "
+    "min_delta (the fall of the validation loss that counts as better), restore_best "
+    "(false: keep the last epoch's weights, as Keras did), lr_schedule (false: no "
+    "ReduceLROnPlateau).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -516,6 +568,7 @@ def evaluate(
     fit_part: str,
     score_features: str,
     hyper: tuple[str, ...],
+    fit_items: tuple[str, ...],
     seed: int,
     out: Path | None,
     no_plots: bool,
@@ -533,7 +586,6 @@ def evaluate(
     """
     from stream_detector.evaluation.runner import ModelRecipe, write_report
     from stream_detector.evaluation.runner import evaluate as run_evaluation
-    from stream_detector.models.base import FitConfig
 
     settings = _settings(ctx)
     _limit_torch_threads(settings)
@@ -544,7 +596,8 @@ def evaluate(
         kind=kind,
         window=defaults.window,
         hyperparameters=hyperparameters,
-        fit=FitConfig(
+        fit=_fit_config(
+            fit_items,
             epochs=defaults.epochs,
             patience=defaults.patience,
             batch_size=defaults.batch_size,

@@ -60,6 +60,13 @@ class FitConfig:
     seed: int = 0
     # "auto", "cpu", "cuda", "cuda:1", ...
     device: str = "auto"
+    # How Keras' EarlyStopping judged telemanom's training, for recipes that follow it: a
+    # validation loss counts as better only when it falls by more than ``min_delta``;
+    # ``restore_best = False`` ends with the last epoch's weights, as Keras did without
+    # ``restore_best_weights``; ``lr_schedule = False`` keeps the learning rate fixed.
+    min_delta: float = 0.0
+    restore_best: bool = True
+    lr_schedule: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -72,9 +79,25 @@ class FitConfig:
             raise ValueError("patience must be at least 1 and lr_patience at least 0")
         if not 0 < self.lr_factor < 1:
             raise ValueError(f"lr_factor must lie in (0, 1), got {self.lr_factor}")
+        if not self.min_delta >= 0:
+            raise ValueError(f"min_delta must be at least 0, got {self.min_delta}")
+        for name in ("restore_best", "lr_schedule"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # The Keras-following settings are written only when they differ from the default:
+        # score caches are keyed by this dict, and every cache made before they existed
+        # was trained the default way.
+        described = asdict(self)
+        for name in _WRITTEN_WHEN_SET:
+            if described[name] == _FIT_DEFAULTS[name]:
+                del described[name]
+        return described
+
+
+_WRITTEN_WHEN_SET = ("min_delta", "restore_best", "lr_schedule")
+_FIT_DEFAULTS = {name: FitConfig.__dataclass_fields__[name].default for name in _WRITTEN_WHEN_SET}
 
 
 @dataclass

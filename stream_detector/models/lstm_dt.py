@@ -31,6 +31,11 @@ prediction of the window's newest value.
 ``init = "keras"`` starts the weights as telemanom's Keras network did (Glorot-uniform
 kernels, orthogonal recurrent kernels, forget-gate bias 1); the default ``"torch"`` keeps
 torch's uniform draws, which every cached score so far was trained from.
+
+``recurrent_gate = "hard_sigmoid"`` opens and closes the LSTM's input, forget and output
+gates with Keras 2.1's ``hard_sigmoid`` (clip(0.2·x + 0.5, 0, 1)), the default of the Keras
+telemanom ran on, instead of the logistic sigmoid of torch's fused LSTM. It runs a step loop
+in Python (``HardSigmoidLSTM``), several times slower than the fused kernel on a CPU.
 """
 
 from __future__ import annotations
@@ -53,11 +58,55 @@ from stream_detector.models.base import (
 )
 from stream_detector.models.torch_training import fit_detector, windows_to_tensor
 
-__all__ = ["LSTMNextValuePredictor", "TelemanomNetwork"]
+__all__ = ["HardSigmoidLSTM", "LSTMNextValuePredictor", "TelemanomNetwork"]
 
 TrainingLoss = Literal["squared", "absolute"]
 Initialisation = Literal["torch", "keras"]
 ScoredPrediction = Literal["first", "mean"]
+RecurrentGate = Literal["sigmoid", "hard_sigmoid"]
+
+
+def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Keras 2.1's piecewise-linear sigmoid: 0 below −2.5, 1 above 2.5, a line between."""
+    return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
+
+
+class HardSigmoidLSTM(nn.Module):
+    """One batch-first LSTM layer whose gates use ``hard_sigmoid``.
+
+    Its parameters carry ``nn.LSTM``'s names, shapes, gate order (i, f, g, o) and uniform
+    start, so the Keras initialisation and a state dict treat it as the fused layer.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+        self.weight_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
+        self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size))
+        bound = 1.0 / hidden_size**0.5
+        for parameter in self.parameters():
+            nn.init.uniform_(parameter, -bound, bound)
+
+    def forward(
+        self, sequence: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        batch, steps, _ = sequence.shape
+        # The input's share of every gate, for all steps in one product; only the recurrent
+        # share has to wait for the previous step.
+        inputs = sequence @ self.weight_ih_l0.T + (self.bias_ih_l0 + self.bias_hh_l0)
+        h = sequence.new_zeros(batch, self.hidden_size)
+        c = sequence.new_zeros(batch, self.hidden_size)
+        outputs = []
+        for step in range(steps):
+            gates = inputs[:, step] + h @ self.weight_hh_l0.T
+            i, f, g, o = gates.chunk(4, dim=1)
+            c = hard_sigmoid(f) * c + hard_sigmoid(i) * torch.tanh(g)
+            h = hard_sigmoid(o) * torch.tanh(c)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1), (h.unsqueeze(0), c.unsqueeze(0))
 
 
 class TelemanomNetwork(nn.Module):
@@ -71,6 +120,7 @@ class TelemanomNetwork(nn.Module):
         n_predictions: int,
         n_targets: int,
         init: Initialisation = "torch",
+        recurrent_gate: RecurrentGate = "sigmoid",
     ) -> None:
         super().__init__()
         self.n_predictions = n_predictions
@@ -78,6 +128,8 @@ class TelemanomNetwork(nn.Module):
         sizes = [n_features, *hidden]
         self.lstms = nn.ModuleList(
             nn.LSTM(size_in, size_out, batch_first=True)
+            if recurrent_gate == "sigmoid"
+            else HardSigmoidLSTM(size_in, size_out)
             for size_in, size_out in itertools.pairwise(sizes)
         )
         # telemanom puts a Dropout after every LSTM, the last one included.
@@ -142,6 +194,7 @@ class LSTMNextValuePredictor(Detector):
         score_features: list[int] | None = None,
         scored_prediction: ScoredPrediction = "first",
         init: Initialisation = "torch",
+        recurrent_gate: RecurrentGate = "sigmoid",
     ) -> None:
         super().__init__(window, n_features)
         hidden = [80, 80] if hidden is None else [int(size) for size in hidden]
@@ -162,6 +215,10 @@ class LSTMNextValuePredictor(Detector):
             )
         if init not in ("torch", "keras"):
             raise ValueError(f"init must be 'torch' or 'keras', got {init!r}")
+        if recurrent_gate not in ("sigmoid", "hard_sigmoid"):
+            raise ValueError(
+                f"recurrent_gate must be 'sigmoid' or 'hard_sigmoid', got {recurrent_gate!r}"
+            )
         # The columns predicted and scored. The name matches the reconstruction models', so
         # the same setting (the CLI's --score-features) means "score the telemetry value".
         targets = checked_score_features(
@@ -174,8 +231,9 @@ class LSTMNextValuePredictor(Detector):
         self.scored_prediction: ScoredPrediction = scored_prediction
         self.score_features = targets
         self.init: Initialisation = init
+        self.recurrent_gate: RecurrentGate = recurrent_gate
         self.network = TelemanomNetwork(
-            n_features, hidden, self.dropout, n_predictions, len(targets), init
+            n_features, hidden, self.dropout, n_predictions, len(targets), init, recurrent_gate
         )
 
     @property
@@ -192,6 +250,9 @@ class LSTMNextValuePredictor(Detector):
         # and how the weights started does not change how trained weights score.
         if self.init != "torch":
             described["init"] = self.init
+        # Likewise the gate: every cache before it was trained with the sigmoid.
+        if self.recurrent_gate != "sigmoid":
+            described["recurrent_gate"] = self.recurrent_gate
         return described
 
     def to(self, device: str | torch.device) -> Self:

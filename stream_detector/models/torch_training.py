@@ -67,7 +67,9 @@ def fit_network(
 
     Early stopping and the learning-rate schedule watch the validation loss, or the training
     loss when ``val`` is None or empty. Unlike Keras, the best epoch's weights are restored
-    whether or not training stopped early, so the model always ends at its best epoch.
+    whether or not training stopped early, so the model always ends at its best epoch;
+    ``config.restore_best = False`` keeps the last epoch's, as Keras did. An epoch counts as
+    an improvement when its loss is below the best so far by more than ``config.min_delta``.
     Raises FloatingPointError if the loss stops being finite.
     """
     if len(train) == 0:
@@ -135,7 +137,7 @@ def fit_network(
             train=f"{train_loss:.4g}", val=f"{val_loss:.4g}" if has_val else "-", lr=f"{lr:.1e}"
         )
 
-        if monitored < best_loss:
+        if monitored < best_loss - config.min_delta:
             best_loss = monitored
             history.best_epoch = epoch
             best_state = copy.deepcopy(network.state_dict())
@@ -145,10 +147,12 @@ def fit_network(
             if epochs_without_improvement >= config.patience:
                 history.stopped_early = True
                 break
-        scheduler.step(monitored)
+        if config.lr_schedule:
+            scheduler.step(monitored)
     bar.close()
 
-    network.load_state_dict(best_state)
+    if config.restore_best:
+        network.load_state_dict(best_state)
     network.eval()
     history.seconds = time.perf_counter() - started
     return history

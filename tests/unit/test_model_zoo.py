@@ -360,3 +360,61 @@ def test_lstm_dt_keras_init_starts_as_telemanoms_keras_network() -> None:
     assert default.network.lstms[0].bias_ih_l0.abs().min() > 0
     with pytest.raises(ValueError, match="init"):
         build_detector("lstm_dt", 30, 3, init="xavier")
+
+
+def test_hard_sigmoid_is_keras_2_1s() -> None:
+    from stream_detector.models.lstm_dt import hard_sigmoid
+
+    x = torch.tensor([-3.0, -2.5, -1.0, 0.0, 1.0, 2.5, 3.0])
+    assert torch.allclose(hard_sigmoid(x), torch.tensor([0.0, 0.0, 0.3, 0.5, 0.7, 1.0, 1.0]))
+
+
+def test_hard_sigmoid_lstm_is_torchs_lstm_but_for_the_gate(monkeypatch: Any) -> None:
+    """With the logistic sigmoid put back, the step loop computes nn.LSTM's outputs from the
+    same state dict: the gate order, both biases and the shapes are torch's."""
+    from stream_detector.models import lstm_dt
+
+    torch.manual_seed(0)
+    fused = torch.nn.LSTM(5, 7, batch_first=True)
+    looped = lstm_dt.HardSigmoidLSTM(5, 7)
+    looped.load_state_dict(fused.state_dict(), strict=True)
+    sequence = torch.randn(4, 9, 5)
+    expected, (h_n, c_n) = fused(sequence)
+    monkeypatch.setattr(lstm_dt, "hard_sigmoid", torch.sigmoid)
+    got, (h, c) = looped(sequence)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(h, h_n, atol=1e-6) and torch.allclose(c, c_n, atol=1e-6)
+    monkeypatch.undo()
+    # With Keras' gate the outputs differ, and gradients reach every parameter.
+    hard, _ = looped(sequence)
+    assert not torch.allclose(hard, expected, atol=1e-3)
+    hard.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in looped.parameters())
+
+
+def test_lstm_dt_hard_sigmoid_gate_is_written_trained_and_reloaded() -> None:
+    torch.manual_seed(0)
+    detector = build_detector(
+        "lstm_dt",
+        12,
+        2,
+        hidden=[6, 5],
+        n_predictions=2,
+        init="keras",
+        recurrent_gate="hard_sigmoid",
+    )
+    assert detector.hyperparameters["recurrent_gate"] == "hard_sigmoid"
+    assert all(type(lstm).__name__ == "HardSigmoidLSTM" for lstm in detector.network.lstms)
+    # Keras' start applies to the looped layer as to the fused one.
+    bias = detector.network.lstms[0].bias_ih_l0.detach()
+    assert torch.equal(bias[6:12], torch.ones(6))
+    rng = np.random.default_rng(0)
+    windows = sliding_windows(rng.normal(size=(80, 2)).astype(np.float32), 12)
+    history = detector.fit(windows[:50], windows[50:], FitConfig(epochs=2, device="cpu"), False)
+    assert len(history.train_loss) == 2
+    twin = build_detector("lstm_dt", 12, 2, **detector.hyperparameters)
+    twin.load_state_dict(detector.state_dict())
+    assert np.array_equal(twin.score(windows), detector.score(windows))
+    assert "recurrent_gate" not in build_detector("lstm_dt", 12, 2).hyperparameters
+    with pytest.raises(ValueError, match="recurrent_gate"):
+        build_detector("lstm_dt", 12, 2, recurrent_gate="relu")

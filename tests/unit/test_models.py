@@ -401,3 +401,64 @@ def test_score_features_and_score_last_narrow_the_reconstruction_error():
         build_detector("lstm_ae", 10, 3, score_features=[3])
     with pytest.raises(ValueError, match="score_last"):
         build_detector("lstm_ae", 10, 3, score_last=11)
+
+
+def test_keras_early_stopping_min_delta_and_last_weights() -> None:
+    """telemanom's Keras rule: a fall below min_delta is no improvement, and without
+    restore_best the network ends with its last epoch's weights."""
+    train = np.ones((64, 2, 1), np.float32)
+    val = np.full((16, 2, 1), 0.3, np.float32)
+
+    def run(**settings: Any) -> tuple[_Scalar, Any]:
+        network = _Scalar()
+        config = FitConfig(epochs=50, batch_size=32, lr=0.05, patience=3, device="cpu", **settings)
+        history = fit_network(
+            network,
+            train,
+            val,
+            config,
+            batch_loss=_pull_toward_data,
+            device=torch.device("cpu"),
+            progress=False,
+        )
+        return network, history
+
+    _, plain = run()
+    _, coarse = run(min_delta=0.02)
+    # The same losses, but small falls no longer count: the best epoch comes sooner.
+    assert coarse.val_loss == plain.val_loss[: len(coarse.val_loss)]
+    assert coarse.best_epoch < plain.best_epoch
+    assert coarse.val_loss[coarse.best_epoch] - min(plain.val_loss) > 0
+    last, history = run(restore_best=False)
+    assert float((last.p.detach() - 0.3) ** 2) == pytest.approx(history.val_loss[-1])
+    assert history.val_loss[-1] > min(history.val_loss)
+
+
+def test_fixed_learning_rate_without_the_schedule() -> None:
+    network = _Scalar()
+    config = FitConfig(
+        epochs=8, lr=0.01, patience=100, lr_patience=0, min_lr=1e-4, lr_schedule=False, device="cpu"
+    )
+    history = fit_network(
+        network,
+        np.ones((32, 1, 1), np.float32),
+        np.full((8, 1, 1), -1.0, np.float32),
+        config,
+        batch_loss=_pull_toward_data,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    assert history.learning_rates == [0.01] * 8
+
+
+def test_fit_config_writes_the_keras_settings_only_when_set() -> None:
+    """Score caches are keyed by to_dict: a default config must describe itself as before."""
+    described = FitConfig().to_dict()
+    assert not {"min_delta", "restore_best", "lr_schedule"} & set(described)
+    keras = FitConfig(min_delta=3e-4, restore_best=False, lr_schedule=False)
+    assert FitConfig(**keras.to_dict()) == keras
+    assert keras.to_dict()["restore_best"] is False
+    with pytest.raises(ValueError, match="min_delta"):
+        FitConfig(min_delta=-1)
+    with pytest.raises(ValueError, match="restore_best"):
+        FitConfig(restore_best="no")  # type: ignore[arg-type]

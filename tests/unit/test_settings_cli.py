@@ -246,3 +246,24 @@ def test_injection_copies_needs_a_grid_and_its_help_names_the_default(clean_env)
     result = CliRunner().invoke(main, ["evaluate", "--all-slots"])
     assert result.exit_code == 2 and "--all-slots" in result.output
     assert "needs --thresholds" in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("bogus=1", "unknown setting 'bogus'"), ("min_delta=-1", "min_delta must be at least 0")],
+)
+def test_a_bad_fit_setting_fails_before_any_training(command: str, setting: str, message: str):
+    result = CliRunner().invoke(main, [command, "--channel", "A-1", "--fit", setting])
+    assert result.exit_code == 2
+    assert "--fit" in result.output and message in result.output
+
+
+def test_fit_settings_reach_the_training_loop() -> None:
+    from stream_detector.cli import _fit_config
+
+    fit = _fit_config(
+        ("min_delta=0.0003", "restore_best=false", "lr_schedule=false"), epochs=35, patience=10
+    )
+    assert (fit.epochs, fit.patience, fit.min_delta) == (35, 10, 0.0003)
+    assert fit.restore_best is False and fit.lr_schedule is False
