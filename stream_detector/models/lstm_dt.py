@@ -34,8 +34,8 @@ torch's uniform draws, which every cached score so far was trained from.
 
 ``recurrent_gate = "hard_sigmoid"`` opens and closes the LSTM's input, forget and output
 gates with Keras 2.1's ``hard_sigmoid`` (clip(0.2·x + 0.5, 0, 1)), the default of the Keras
-telemanom ran on, instead of the logistic sigmoid of torch's fused LSTM. It runs a step loop
-in Python (``HardSigmoidLSTM``), several times slower than the fused kernel on a CPU.
+telemanom ran on, instead of the logistic sigmoid of torch's fused LSTM. It steps through
+time in Python (``hard_sigmoid_lstm.HardSigmoidLSTM``), slower than the fused kernel.
 """
 
 from __future__ import annotations
@@ -56,57 +56,15 @@ from stream_detector.models.base import (
     register,
     resolve_device,
 )
+from stream_detector.models.hard_sigmoid_lstm import HardSigmoidLSTM
 from stream_detector.models.torch_training import fit_detector, windows_to_tensor
 
-__all__ = ["HardSigmoidLSTM", "LSTMNextValuePredictor", "TelemanomNetwork"]
+__all__ = ["LSTMNextValuePredictor", "TelemanomNetwork"]
 
 TrainingLoss = Literal["squared", "absolute"]
 Initialisation = Literal["torch", "keras"]
 ScoredPrediction = Literal["first", "mean"]
 RecurrentGate = Literal["sigmoid", "hard_sigmoid"]
-
-
-def hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    """Keras 2.1's piecewise-linear sigmoid: 0 below −2.5, 1 above 2.5, a line between."""
-    return torch.clamp(0.2 * x + 0.5, 0.0, 1.0)
-
-
-class HardSigmoidLSTM(nn.Module):
-    """One batch-first LSTM layer whose gates use ``hard_sigmoid``.
-
-    Its parameters carry ``nn.LSTM``'s names, shapes, gate order (i, f, g, o) and uniform
-    start, so the Keras initialisation and a state dict treat it as the fused layer.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.weight_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size, input_size))
-        self.weight_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
-        self.bias_ih_l0 = nn.Parameter(torch.empty(4 * hidden_size))
-        self.bias_hh_l0 = nn.Parameter(torch.empty(4 * hidden_size))
-        bound = 1.0 / hidden_size**0.5
-        for parameter in self.parameters():
-            nn.init.uniform_(parameter, -bound, bound)
-
-    def forward(
-        self, sequence: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        batch, steps, _ = sequence.shape
-        # The input's share of every gate, for all steps in one product; only the recurrent
-        # share has to wait for the previous step.
-        inputs = sequence @ self.weight_ih_l0.T + (self.bias_ih_l0 + self.bias_hh_l0)
-        h = sequence.new_zeros(batch, self.hidden_size)
-        c = sequence.new_zeros(batch, self.hidden_size)
-        outputs = []
-        for step in range(steps):
-            gates = inputs[:, step] + h @ self.weight_hh_l0.T
-            i, f, g, o = gates.chunk(4, dim=1)
-            c = hard_sigmoid(f) * c + hard_sigmoid(i) * torch.tanh(g)
-            h = hard_sigmoid(o) * torch.tanh(c)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1), (h.unsqueeze(0), c.unsqueeze(0))
 
 
 class TelemanomNetwork(nn.Module):

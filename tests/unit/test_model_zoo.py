@@ -20,6 +20,11 @@ from producers.synthetic import SyntheticChannel, make_synthetic_channels
 from stream_detector.data import sliding_windows
 from stream_detector.models import FitConfig, build_detector
 from stream_detector.models.dense_ae import DenseAutoencoder
+from stream_detector.models.hard_sigmoid_lstm import (
+    HardSigmoidLSTM,
+    _HardSigmoidRecurrence,
+    hard_sigmoid,
+)
 from stream_detector.models.lstm_ae_chapter import (
     ChapterLSTMAutoencoder,
     ChapterLSTMAutoencoderNetwork,
@@ -363,33 +368,55 @@ def test_lstm_dt_keras_init_starts_as_telemanoms_keras_network() -> None:
 
 
 def test_hard_sigmoid_is_keras_2_1s() -> None:
-    from stream_detector.models.lstm_dt import hard_sigmoid
-
     x = torch.tensor([-3.0, -2.5, -1.0, 0.0, 1.0, 2.5, 3.0])
     assert torch.allclose(hard_sigmoid(x), torch.tensor([0.0, 0.0, 0.3, 0.5, 0.7, 1.0, 1.0]))
 
 
-def test_hard_sigmoid_lstm_is_torchs_lstm_but_for_the_gate(monkeypatch: Any) -> None:
-    """With the logistic sigmoid put back, the step loop computes nn.LSTM's outputs from the
-    same state dict: the gate order, both biases and the shapes are torch's."""
-    from stream_detector.models import lstm_dt
+def _lstm_by_the_equations(layer: Any, sequence: torch.Tensor, gate: Any) -> torch.Tensor:
+    """The LSTM equations step by step, with autograd: the reference for the layer."""
+    batch, steps, _ = sequence.shape
+    h = sequence.new_zeros(batch, layer.hidden_size)
+    c = sequence.new_zeros(batch, layer.hidden_size)
+    outputs = []
+    for step in range(steps):
+        a = sequence[:, step] @ layer.weight_ih_l0.T + layer.bias_ih_l0
+        a = a + h @ layer.weight_hh_l0.T + layer.bias_hh_l0
+        i, f, g, o = a.chunk(4, dim=1)
+        c = gate(f) * c + gate(i) * torch.tanh(g)
+        h = gate(o) * torch.tanh(c)
+        outputs.append(h)
+    return torch.stack(outputs, dim=1)
 
+
+def test_hard_sigmoid_lstm_follows_the_equations_and_torchs_conventions() -> None:
+    """The reference computes nn.LSTM's outputs from the same state dict when its gate is
+    the sigmoid (so the names, gate order and biases are torch's); the layer computes the
+    reference's outputs and gradients with Keras' gate."""
     torch.manual_seed(0)
+    layer = HardSigmoidLSTM(5, 7)
     fused = torch.nn.LSTM(5, 7, batch_first=True)
-    looped = lstm_dt.HardSigmoidLSTM(5, 7)
-    looped.load_state_dict(fused.state_dict(), strict=True)
+    fused.load_state_dict(layer.state_dict(), strict=True)
     sequence = torch.randn(4, 9, 5)
-    expected, (h_n, c_n) = fused(sequence)
-    monkeypatch.setattr(lstm_dt, "hard_sigmoid", torch.sigmoid)
-    got, (h, c) = looped(sequence)
-    assert torch.allclose(got, expected, atol=1e-6)
-    assert torch.allclose(h, h_n, atol=1e-6) and torch.allclose(c, c_n, atol=1e-6)
-    monkeypatch.undo()
-    # With Keras' gate the outputs differ, and gradients reach every parameter.
-    hard, _ = looped(sequence)
-    assert not torch.allclose(hard, expected, atol=1e-3)
-    hard.sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in looped.parameters())
+    by_hand = _lstm_by_the_equations(layer, sequence, torch.sigmoid)
+    assert torch.allclose(by_hand, fused(sequence)[0], atol=1e-6)
+
+    expected = _lstm_by_the_equations(layer, sequence, hard_sigmoid)
+    got, last = layer(sequence)
+    assert torch.allclose(got, expected, atol=1e-6) and torch.equal(last, got[:, -1])
+    assert not torch.allclose(got, by_hand, atol=1e-3)
+    parameters = list(layer.parameters())
+    ours = torch.autograd.grad((got**2).sum(), parameters)
+    reference = torch.autograd.grad((expected**2).sum(), parameters)
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-5) and mine.abs().sum() > 0
+
+
+def test_hard_sigmoid_recurrence_backward_matches_finite_differences() -> None:
+    torch.manual_seed(1)
+    # Gate inputs spread over ±4 so that some fall in each of hard_sigmoid's three pieces.
+    inputs = (torch.randn(6, 3, 8, dtype=torch.float64) * 2).requires_grad_()
+    weight = torch.randn(8, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_HardSigmoidRecurrence.apply, (inputs, weight))
 
 
 def test_lstm_dt_hard_sigmoid_gate_is_written_trained_and_reloaded() -> None:
