@@ -66,6 +66,17 @@ _data_root_option = click.option(
     help="SMAP/MSL folder [default: SD_DATA__ROOT].",
 )
 
+_fit_option = click.option(
+    "--fit",
+    "fit_items",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A setting of the training loop (repeatable): lr, lr_patience, lr_factor, min_lr, "
+    "min_delta (the fall of the validation loss that counts as better), restore_best "
+    "(false: keep the last epoch's weights, as Keras did), lr_schedule (false: no "
+    "ReduceLROnPlateau).",
+)
+
 
 def _grid_file_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """`--thresholds GRID` of the commands that read grid results back."""
@@ -196,16 +207,7 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     metavar="NAME=VALUE",
     help="Model hyperparameter, e.g. --hp hidden1=64 (repeatable).",
 )
-@click.option(
-    "--fit",
-    "fit_items",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A setting of the training loop (repeatable): lr, lr_patience, lr_factor, min_lr, "
-    "min_delta (the fall of the validation loss that counts as better), restore_best "
-    "(false: keep the last epoch's weights, as Keras did), lr_schedule (false: no "
-    "ReduceLROnPlateau).",
-)
+@_fit_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @_data_root_option
 @click.option(
@@ -504,16 +506,7 @@ def _fit_config(items: tuple[str, ...], **given: Any) -> FitConfig:
 @click.option(
     "--hp", "hyper", multiple=True, metavar="NAME=VALUE", help="Model hyperparameter (repeatable)."
 )
-@click.option(
-    "--fit",
-    "fit_items",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="A setting of the training loop (repeatable): lr, lr_patience, lr_factor, min_lr, "
-    "min_delta (the fall of the validation loss that counts as better), restore_best "
-    "(false: keep the last epoch's weights, as Keras did), lr_schedule (false: no "
-    "ReduceLROnPlateau).",
-)
+@_fit_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--out",

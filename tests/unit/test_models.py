@@ -286,6 +286,18 @@ def _pull_toward_data(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return torch.mean((network.p - batch) ** 2)
 
 
+def _fit_scalar(network: _Scalar, train: np.ndarray, val: np.ndarray, config: FitConfig) -> Any:
+    return fit_network(
+        network,
+        train,
+        val,
+        config,
+        batch_loss=_pull_toward_data,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+
+
 def test_early_stopping_stops_and_restores_the_best_weights() -> None:
     """Train data at 1.0 drags p past the val data at 0.3: val loss falls, then rises."""
     network = _Scalar()
@@ -412,16 +424,7 @@ def test_keras_early_stopping_min_delta_and_last_weights() -> None:
     def run(**settings: Any) -> tuple[_Scalar, Any]:
         network = _Scalar()
         config = FitConfig(epochs=50, batch_size=32, lr=0.05, patience=3, device="cpu", **settings)
-        history = fit_network(
-            network,
-            train,
-            val,
-            config,
-            batch_loss=_pull_toward_data,
-            device=torch.device("cpu"),
-            progress=False,
-        )
-        return network, history
+        return network, _fit_scalar(network, train, val, config)
 
     _, plain = run()
     _, coarse = run(min_delta=0.02)
@@ -439,14 +442,8 @@ def test_fixed_learning_rate_without_the_schedule() -> None:
     config = FitConfig(
         epochs=8, lr=0.01, patience=100, lr_patience=0, min_lr=1e-4, lr_schedule=False, device="cpu"
     )
-    history = fit_network(
-        network,
-        np.ones((32, 1, 1), np.float32),
-        np.full((8, 1, 1), -1.0, np.float32),
-        config,
-        batch_loss=_pull_toward_data,
-        device=torch.device("cpu"),
-        progress=False,
+    history = _fit_scalar(
+        network, np.ones((32, 1, 1), np.float32), np.full((8, 1, 1), -1.0, np.float32), config
     )
     assert history.learning_rates == [0.01] * 8
 
