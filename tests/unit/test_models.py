@@ -286,7 +286,9 @@ def _pull_toward_data(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return torch.mean((network.p - batch) ** 2)
 
 
-def _fit_scalar(network: _Scalar, train: np.ndarray, val: np.ndarray, config: FitConfig) -> Any:
+def _fit_scalar(
+    network: _Scalar, train: np.ndarray, val: np.ndarray | None, config: FitConfig
+) -> Any:
     return fit_network(
         network,
         train,
@@ -304,15 +306,7 @@ def test_early_stopping_stops_and_restores_the_best_weights() -> None:
     train = np.ones((64, 2, 1), np.float32)
     val = np.full((16, 2, 1), 0.3, np.float32)
     config = FitConfig(epochs=50, batch_size=32, lr=0.05, patience=3, lr_patience=100, device="cpu")
-    history = fit_network(
-        network,
-        train,
-        val,
-        config,
-        batch_loss=_pull_toward_data,
-        device=torch.device("cpu"),
-        progress=False,
-    )
+    history = _fit_scalar(network, train, val, config)
     assert history.stopped_early
     assert history.epochs == history.best_epoch + 1 + config.patience < config.epochs
     assert history.best_epoch == int(np.argmin(history.val_loss))
@@ -330,15 +324,7 @@ def test_learning_rate_drops_on_a_plateau_but_not_below_min_lr() -> None:
     config = FitConfig(
         epochs=12, lr=0.01, patience=100, lr_patience=1, lr_factor=0.5, min_lr=2e-3, device="cpu"
     )
-    history = fit_network(
-        network,
-        train,
-        val,
-        config,
-        batch_loss=_pull_toward_data,
-        device=torch.device("cpu"),
-        progress=False,
-    )
+    history = _fit_scalar(network, train, val, config)
     assert history.learning_rates[0] == 0.01
     assert min(history.learning_rates) == pytest.approx(2e-3)
     assert not history.stopped_early and history.epochs == 12
@@ -347,14 +333,8 @@ def test_learning_rate_drops_on_a_plateau_but_not_below_min_lr() -> None:
 def test_fit_without_validation_watches_the_training_loss() -> None:
     """No val data: early stopping and the best epoch follow the train loss."""
     network = _Scalar()
-    history = fit_network(
-        network,
-        np.ones((16, 1, 1), np.float32),
-        None,
-        FitConfig(epochs=5, lr=0.1, device="cpu"),
-        batch_loss=_pull_toward_data,
-        device=torch.device("cpu"),
-        progress=False,
+    history = _fit_scalar(
+        network, np.ones((16, 1, 1), np.float32), None, FitConfig(epochs=5, lr=0.1, device="cpu")
     )
     assert history.val_loss == []
     assert history.best_epoch == int(np.argmin(history.train_loss))
@@ -364,14 +344,11 @@ def test_diverging_loss_raises() -> None:
     """A NaN loss stops training with an error instead of a silent broken model."""
     network = _Scalar()
     with pytest.raises(FloatingPointError, match="non-finite"):
-        fit_network(
+        _fit_scalar(
             network,
             np.full((4, 1, 1), math.nan, np.float32),
             None,
             FitConfig(epochs=2, device="cpu"),
-            batch_loss=_pull_toward_data,
-            device=torch.device("cpu"),
-            progress=False,
         )
 
 
