@@ -12,7 +12,9 @@ which belong to the thresholding side, not to the model).
 
 telemanom's settings map onto ours as: ``l_s = 250`` history steps and ``n_predictions =
 10`` are ``window = 260, n_predictions = 10``; its training (batch 64, ≤35 epochs, early
-stopping patience 10, 20 % validation) is a ``FitConfig``.
+stopping patience 10 with ``min_delta`` 0.0003 and the last epoch's weights kept, no
+learning-rate schedule, 20 % of the shuffled windows validating) is a ``FitConfig`` with
+``min_delta=0.0003, restore_best=False, lr_schedule=False`` and the shuffled split.
 
 With ``n_predictions > 1`` the n outputs are a training target; what is scored is
 ``scored_prediction``:
