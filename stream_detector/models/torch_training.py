@@ -88,7 +88,8 @@ def fit_network(
     )
     history = FitHistory()
     best_loss = math.inf
-    best_state = copy.deepcopy(network.state_dict())
+    # Kept only when it will be restored: a copy of every weight per better epoch.
+    best_state = copy.deepcopy(network.state_dict()) if config.restore_best else None
     epochs_without_improvement = 0
     started = time.perf_counter()
 
@@ -140,7 +141,8 @@ def fit_network(
         if monitored < best_loss - config.min_delta:
             best_loss = monitored
             history.best_epoch = epoch
-            best_state = copy.deepcopy(network.state_dict())
+            if config.restore_best:
+                best_state = copy.deepcopy(network.state_dict())
             epochs_without_improvement = 0
         else:
             epochs_without_improvement += 1
@@ -151,7 +153,7 @@ def fit_network(
             scheduler.step(monitored)
     bar.close()
 
-    if config.restore_best:
+    if best_state is not None:
         network.load_state_dict(best_state)
     network.eval()
     history.seconds = time.perf_counter() - started
