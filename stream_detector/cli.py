@@ -789,6 +789,43 @@ def grid_compare(
     click.echo(f"Under `{name}`:\n\n{doc}")
 
 
+@main.command("proxy-check")
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
+@_grid_file_option("The grid the results were run with (to find the default configuration).")
+@click.pass_context
+def proxy_check(ctx: click.Context, results: Path, grid: Path) -> None:
+    """The written rule's proxy checked without labels, on one grid's RESULTS (an --out
+    folder of `evaluate --thresholds` or `grid-report`, or its grid-results.pkl): whether
+    the injected F1 ranks the thresholds the same way on the injection's two halves
+    (reliability), and whether the held-out false-episode rate ranks them as their alarm
+    rate on the test streams does (transfer; reads the test split, not its labels). Exits
+    with 1 when either test fails its bar on any data set."""
+    from stream_detector.evaluation.proxy_check import (
+        all_passed,
+        check_proxy,
+        proxy_check_report,
+    )
+    from stream_detector.evaluation.threshold_grid import (
+        incumbent_variant,
+        load_grid,
+        load_results,
+    )
+
+    try:
+        run = load_results(results)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    variants = load_grid(grid)
+    if [v.name for v in variants] != list(run):
+        raise click.BadParameter(
+            "not the grid the results were run with", param_hint="--thresholds"
+        )
+    if not any(res.injected for res in run.values()):
+        raise click.ClickException("the results hold no injected run: nothing to check")
+    click.echo(proxy_check_report(run, incumbent_variant(variants, _settings(ctx))), nl=False)
+    ctx.exit(0 if all_passed(check_proxy(run)) else 1)
+
+
 @main.command("held-out-error")
 @click.argument("first", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("second", type=click.Path(exists=True, file_okay=False, path_type=Path))
