@@ -74,7 +74,7 @@ _fit_option = click.option(
     help="A setting of the training loop (repeatable): lr, lr_patience, lr_factor, min_lr, "
     "min_delta (the fall of the validation loss that counts as better), restore_best "
     "(false: keep the last epoch's weights, as Keras did), lr_schedule (false: no "
-    "ReduceLROnPlateau).",
+    "ReduceLROnPlateau), optimizer (adam, or keras_adam: Keras 2.1's Adam).",
 )
 
 
@@ -441,6 +441,7 @@ FIT_SETTINGS = (
     "min_delta",
     "restore_best",
     "lr_schedule",
+    "optimizer",
 )
 
 

@@ -44,6 +44,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+OPTIMIZERS = ("adam", "keras_adam")
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """How to train a model: the seed LSTM-AE's Keras settings are the defaults."""
@@ -67,6 +70,9 @@ class FitConfig:
     min_delta: float = 0.0
     restore_best: bool = True
     lr_schedule: bool = True
+    # "adam" is torch's; "keras_adam" is Keras 2.1's (ε = 1e-7 on the uncorrected √v,
+    # models/keras_adam.py), the optimizer telemanom's network was trained with.
+    optimizer: str = "adam"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -81,6 +87,10 @@ class FitConfig:
             raise ValueError(f"lr_factor must lie in (0, 1), got {self.lr_factor}")
         if not self.min_delta >= 0:
             raise ValueError(f"min_delta must be at least 0, got {self.min_delta}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
         for name in ("restore_best", "lr_schedule"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -96,7 +106,7 @@ class FitConfig:
         return described
 
 
-_WRITTEN_WHEN_SET = ("min_delta", "restore_best", "lr_schedule")
+_WRITTEN_WHEN_SET = ("min_delta", "restore_best", "lr_schedule", "optimizer")
 _FIT_DEFAULTS = {name: FitConfig.__dataclass_fields__[name].default for name in _WRITTEN_WHEN_SET}
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from stream_detector.models.base import Detector, FitConfig, FitHistory
+from stream_detector.models.keras_adam import KerasAdam
 
 __all__ = ["BatchLoss", "fit_network", "windows_to_tensor"]
 
@@ -78,7 +79,11 @@ def fit_network(
     has_val = val_windows is not None
     torch.manual_seed(config.seed)  # dropout masks
     shuffler = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    optimizer: torch.optim.Optimizer = (
+        KerasAdam(network.parameters(), lr=config.lr)
+        if config.optimizer == "keras_adam"
+        else torch.optim.Adam(network.parameters(), lr=config.lr)
+    )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
         mode="min",

@@ -428,11 +428,71 @@ def test_fixed_learning_rate_without_the_schedule() -> None:
 def test_fit_config_writes_the_keras_settings_only_when_set() -> None:
     """Score caches are keyed by to_dict: a default config must describe itself as before."""
     described = FitConfig().to_dict()
-    assert not {"min_delta", "restore_best", "lr_schedule"} & set(described)
-    keras = FitConfig(min_delta=3e-4, restore_best=False, lr_schedule=False)
+    assert not {"min_delta", "restore_best", "lr_schedule", "optimizer"} & set(described)
+    keras = FitConfig(min_delta=3e-4, restore_best=False, lr_schedule=False, optimizer="keras_adam")
     assert FitConfig(**keras.to_dict()) == keras
     assert keras.to_dict()["restore_best"] is False
     with pytest.raises(ValueError, match="min_delta"):
         FitConfig(min_delta=-1)
     with pytest.raises(ValueError, match="restore_best"):
         FitConfig(restore_best="no")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="optimizer must be one of adam, keras_adam"):
+        FitConfig(optimizer="sgd")
+
+
+def test_keras_adam_takes_keras_steps() -> None:
+    """Two steps by hand, as Keras 2.1 computed them: ε on the uncorrected √v."""
+    from stream_detector.models.keras_adam import KerasAdam
+
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    optimizer = KerasAdam([p], lr=0.1, eps=1e-3)
+    expected = p.detach().clone()
+    m = torch.zeros(2, dtype=torch.float64)
+    v = torch.zeros(2, dtype=torch.float64)
+    for t, grad in enumerate(([0.5, -0.01], [0.2, 0.03]), start=1):
+        g = torch.tensor(grad, dtype=torch.float64)
+        p.grad = g.clone()
+        optimizer.step()
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g**2
+        expected -= 0.1 * (1 - 0.999**t) ** 0.5 / (1 - 0.9**t) * m / (v.sqrt() + 1e-3)
+        assert torch.allclose(p.detach(), expected, rtol=0, atol=1e-12)
+    # Not torch's rule: with an ε this size the two part at the first step already.
+    q = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    torch_adam = torch.optim.Adam([q], lr=0.1, eps=1e-3)
+    q.grad = torch.tensor([0.5, -0.01], dtype=torch.float64)
+    torch_adam.step()
+    p2 = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    p2.grad = q.grad.clone()
+    KerasAdam([p2], lr=0.1, eps=1e-3).step()
+    assert not torch.allclose(p2, q)
+    # With no ε at all the two rules are one.
+    a = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    b = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt_a, opt_b = torch.optim.Adam([a], lr=0.1, eps=0.0), KerasAdam([b], lr=0.1, eps=0.0)
+    for grad in ([0.5, -0.01], [0.2, 0.03], [-0.4, 0.02]):
+        a.grad = torch.tensor(grad, dtype=torch.float64)
+        b.grad = a.grad.clone()
+        opt_a.step()
+        opt_b.step()
+    assert torch.allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_fit_trains_with_keras_adam_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream_detector.models import torch_training
+    from stream_detector.models.keras_adam import KerasAdam
+
+    steps: list[int] = []
+
+    class CountingKerasAdam(KerasAdam):
+        def step(self, closure: Any = None) -> Any:
+            steps.append(1)
+            return super().step(closure)
+
+    monkeypatch.setattr(torch_training, "KerasAdam", CountingKerasAdam)
+    train = np.ones((32, 1, 1), np.float32)
+    _fit_scalar(_Scalar(), train, None, FitConfig(epochs=3, batch_size=8, patience=100))
+    assert steps == []  # torch's Adam by default
+    config = FitConfig(epochs=3, batch_size=8, lr=0.01, patience=100, optimizer="keras_adam")
+    history = _fit_scalar(_Scalar(), train, None, config)
+    assert len(steps) == 12 and history.train_loss[-1] < history.train_loss[0]

@@ -251,7 +251,11 @@ def test_injection_copies_needs_a_grid_and_its_help_names_the_default(clean_env)
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 @pytest.mark.parametrize(
     ("setting", "message"),
-    [("bogus=1", "unknown setting 'bogus'"), ("min_delta=-1", "min_delta must be at least 0")],
+    [
+        ("bogus=1", "unknown setting 'bogus'"),
+        ("min_delta=-1", "min_delta must be at least 0"),
+        ("optimizer=sgd", "optimizer must be one of adam, keras_adam"),
+    ],
 )
 def test_a_bad_fit_setting_fails_before_any_training(command: str, setting: str, message: str):
     result = CliRunner().invoke(main, [command, "--channel", "A-1", "--fit", setting])
@@ -267,3 +271,4 @@ def test_fit_settings_reach_the_training_loop() -> None:
     )
     assert (fit.epochs, fit.patience, fit.min_delta) == (35, 10, 0.0003)
     assert fit.restore_best is False and fit.lr_schedule is False
+    assert _fit_config(("optimizer=keras_adam",)).optimizer == "keras_adam"
