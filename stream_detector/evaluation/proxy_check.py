@@ -1,8 +1,8 @@
-"""A label-free check of the threshold race's proxy (docs/threshold-race.md, twenty-sixth look).
+"""A label-free check of the threshold race's proxy (docs/threshold-race.md, 26th and 28th looks).
 
 The written rule judges thresholds by a proxy that reads no test label: few false episodes
 in the clean held-out part of train, then a high event F1 on anomalies injected there. A
-proxy can fail in two ways without anyone reading a label to see it:
+proxy can fail in three ways that show without reading a label:
 
 - **its ranking is noise**: the variants' injected F1s move with which anomalies happened
   to be injected. Each channel is injected `INJECTION_COPIES` times, and the copies fall in
@@ -10,7 +10,10 @@ proxy can fail in two ways without anyone reading a label to see it:
   half against the other's is a split-half reliability, stepped up by Spearman–Brown;
 - **its quiet half does not transfer**: the held-out part raises false episodes at rates
   that do not rank the variants as the test streams' alarm rates do. The test streams'
-  episodes are counted without their labels, so this reads the test split but no label.
+  episodes are counted without their labels, so this reads the test split but no label;
+- **it pays for volume**: its key, the injected event F1, ranks the variants as the share
+  of test points they flag does (twenty-eighth look), the one number of the issue's bar
+  that labels do not decide.
 
 Like `proxy_agreement`, it chooses nothing: it says whether the proxy can be trusted to.
 """
@@ -28,9 +31,10 @@ from stream_detector.evaluation.threshold_grid import (
     rank_correlation,
 )
 
-# The bars the twenty-sixth look wrote down before its numbers.
+# The bars the twenty-sixth and twenty-eighth looks wrote down before their numbers.
 MIN_RELIABILITY = 0.8
 MIN_TRANSFER = 0.7
+MAX_VOLUME = 0.5
 
 
 def copy_numbers(res: VariantResult) -> list[int]:
@@ -95,6 +99,20 @@ def test_alarm_rate(res: VariantResult, craft: str) -> float:
     return 1000.0 * episodes / max(steps, 1)
 
 
+def test_flagged_share(res: VariantResult, craft: str) -> float:
+    """The share of one spacecraft's test points the variant flags (each channel once; no
+    label is read). The issue's bar caps it."""
+    flagged = steps = 0
+    seen: set[str] = set()
+    for counts, row in zip(res.counts, res.rows, strict=True):
+        if row.spacecraft != craft or row.chan_id in seen:
+            continue
+        seen.add(row.chan_id)
+        flagged += counts.flagged_points
+        steps += counts.n_points
+    return flagged / max(steps, 1)
+
+
 def spearman_brown(rho: float) -> float:
     """The reliability of a measure twice as long as the halves that correlate at `rho`."""
     if math.isnan(rho) or rho <= -1.0:
@@ -112,6 +130,8 @@ class ProxyCheck:
     down_f1: tuple[float, ...]  # … going down
     held_out_rate: tuple[float, ...]  # false episodes per 1k held-out steps
     test_rate: tuple[float, ...]  # episodes per 1k test steps, no label read
+    all_f1: tuple[float, ...]  # injected F1 over all copies: the rule's key
+    test_flagged: tuple[float, ...]  # share of test points flagged, no label read
 
     @property
     def half_rho(self) -> float:
@@ -126,6 +146,10 @@ class ProxyCheck:
         return rank_correlation(self.held_out_rate, self.test_rate)
 
     @property
+    def volume(self) -> float:
+        return rank_correlation(self.all_f1, self.test_flagged)
+
+    @property
     def reliable(self) -> bool:
         # A NaN (a constant side: no resolution at all) fails, as it should.
         return self.reliability >= MIN_RELIABILITY
@@ -133,6 +157,15 @@ class ProxyCheck:
     @property
     def transfers(self) -> bool:
         return self.transfer >= MIN_TRANSFER
+
+    @property
+    def ignores_volume(self) -> bool:
+        # A NaN (every variant flags the same share, or ties on the key) says nothing against.
+        return not self.volume > MAX_VOLUME
+
+    @property
+    def passed(self) -> bool:
+        return self.reliable and self.transfers and self.ignores_volume
 
 
 def _crafts(results: dict[str, VariantResult]) -> list[str]:
@@ -155,6 +188,8 @@ def check_proxy(results: dict[str, VariantResult]) -> dict[str, ProxyCheck]:
             tuple(injected_f1(halves[n][1], craft) for n in names),
             tuple(held_out_false_rate(free[n], craft) for n in names),
             tuple(test_alarm_rate(free[n], craft) for n in names),
+            tuple(injected_f1(free[n], craft) for n in names),
+            tuple(test_flagged_share(free[n], craft) for n in names),
         )
     return out
 
@@ -178,14 +213,15 @@ def proxy_check_report(results: dict[str, VariantResult], incumbent: str | None 
     `incumbent`, its held-out and test alarm rates and their ratio (the level of the shift)."""
     checks = check_proxy(results)
     lines = [
-        f"| data | variants | ρ of the halves | reliability (bar {MIN_RELIABILITY}) "
-        f"| transfer ρ (bar {MIN_TRANSFER}) |",
-        "|---|---:|---:|---:|---:|",
+        f"| data | variants | ρ of the halves | reliability (bar ≥ {MIN_RELIABILITY}) "
+        f"| transfer ρ (bar ≥ {MIN_TRANSFER}) | volume ρ (bar ≤ {MAX_VOLUME}) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for craft, c in checks.items():
         lines.append(
             f"| {craft} | {len(c.variants)} | {c.half_rho:.2f} | "
-            f"{_verdict(c.reliability, c.reliable)} | {_verdict(c.transfer, c.transfers)} |"
+            f"{_verdict(c.reliability, c.reliable)} | {_verdict(c.transfer, c.transfers)} | "
+            f"{_verdict(c.volume, c.ignores_volume)} |"
         )
     up, down, both = half_picks(results)
     lines += [
@@ -208,16 +244,17 @@ def proxy_check_report(results: dict[str, VariantResult], incumbent: str | None 
             "",
             f"{craft}, per variant:",
             "",
-            "| threshold | injected F1 up | down | held-out false / 1k | test episodes / 1k |",
-            "|---|---:|---:|---:|---:|",
+            "| threshold | injected F1 | up | down | held-out false / 1k | test episodes / 1k "
+            "| test flagged |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for j, name in enumerate(c.variants):
             lines.append(
-                f"| {name} | {c.up_f1[j]:.3f} | {c.down_f1[j]:.3f} | "
-                f"{c.held_out_rate[j]:.3f} | {c.test_rate[j]:.3f} |"
+                f"| {name} | {c.all_f1[j]:.3f} | {c.up_f1[j]:.3f} | {c.down_f1[j]:.3f} | "
+                f"{c.held_out_rate[j]:.3f} | {c.test_rate[j]:.3f} | {c.test_flagged[j]:.1%} |"
             )
     return "\n".join(lines) + "\n"
 
 
 def all_passed(checks: dict[str, ProxyCheck]) -> bool:
-    return bool(checks) and all(c.reliable and c.transfers for c in checks.values())
+    return bool(checks) and all(c.passed for c in checks.values())

@@ -62,6 +62,8 @@ def test_false_rates_count_clean_and_injected_false_episodes_and_test_episodes_u
     res.counts.append(res.counts[0])
     assert proxy_check.test_alarm_rate(res, "SMAP") == pytest.approx(1000 * 4 / 2000)
     assert proxy_check.test_alarm_rate(res, "MSL") == 0.0
+    # Four episodes of two points each, over two channels of 1000.
+    assert proxy_check.test_flagged_share(res, "SMAP") == pytest.approx(8 / 2000)
 
 
 def test_spearman_brown_steps_the_halves_up():
@@ -87,6 +89,8 @@ def test_a_proxy_whose_halves_agree_and_whose_quiet_half_transfers_passes():
     assert check.variants == ("a", "b", "c")
     assert check.half_rho == pytest.approx(1.0) and check.reliable
     assert check.transfer == pytest.approx(1.0) and check.transfers
+    # The best on the injected anomalies flags the fewest test points.
+    assert check.volume == pytest.approx(-1.0) and check.ignores_volume and check.passed
     assert proxy_check.all_passed({"SMAP": check})
     assert proxy_check.half_picks(results) == ("a", "a", "a")
 
@@ -124,7 +128,7 @@ def test_proxy_check_command_reports_and_exits_by_the_bars(tmp_path):
     path = threshold_grid.save_results(passing, tmp_path / "pass" / threshold_grid.RESULTS_FILE)
     result = runner.invoke(main, ["proxy-check", str(path.parent), "--thresholds", str(grid)])
     assert result.exit_code == 0, result.output
-    assert "| SMAP | 3 | 1.00 | 1.00 (passes) | 1.00 (passes) |" in result.output
+    assert "| SMAP | 3 | 1.00 | 1.00 (passes) | 1.00 (passes) | -1.00 (passes) |" in result.output
 
     failing = dict(passing, c=_variant(_found(4, 0), [0, 0, 0, 0], clean_episodes=3))
     path = threshold_grid.save_results(failing, tmp_path / "fail" / threshold_grid.RESULTS_FILE)
@@ -136,3 +140,16 @@ def test_proxy_check_command_reports_and_exits_by_the_bars(tmp_path):
     other.write_text('[{"name": "z", "threshold": {"kind": "train_quantile"}, "alerts": {}}]')
     result = runner.invoke(main, ["proxy-check", str(path), "--thresholds", str(other)])
     assert result.exit_code == 2 and "--thresholds" in result.output
+
+
+def test_a_proxy_that_ranks_by_the_points_flagged_fails_the_volume_test():
+    results = {
+        # The more a variant finds of the injected anomalies, the more test points it flags.
+        "a": _variant(_found(4, 4), [3, 3, 3, 3], clean_episodes=3),
+        "b": _variant(_found(2, 2), [2, 2, 2, 2], clean_episodes=2),
+        "c": _variant(_found(1, 1), [1, 1, 1, 1], clean_episodes=1),
+    }
+    check = proxy_check.check_proxy(results)["SMAP"]
+    assert check.reliable and check.transfers
+    assert check.volume == pytest.approx(1.0) and not check.ignores_volume
+    assert not check.passed and not proxy_check.all_passed({"SMAP": check})
