@@ -85,7 +85,7 @@ def held_out_false_rate(res: VariantResult, craft: str) -> float:
     return 1000.0 * episodes / max(steps, 1)
 
 
-def test_alarm_rate(res: VariantResult, craft: str) -> float:
+def unlabelled_alarm_rate(res: VariantResult, craft: str) -> float:
     """Episodes per 1,000 test steps that the variant raises on one spacecraft's test
     streams, every one of them: no label is read (a channel with two label rows counts once)."""
     episodes = steps = 0
@@ -99,7 +99,7 @@ def test_alarm_rate(res: VariantResult, craft: str) -> float:
     return 1000.0 * episodes / max(steps, 1)
 
 
-def test_flagged_share(res: VariantResult, craft: str) -> float:
+def flagged_share(res: VariantResult, craft: str) -> float:
     """The share of one spacecraft's test points the variant flags (each channel once; no
     label is read). The issue's bar caps it."""
     flagged = steps = 0
@@ -187,9 +187,9 @@ def check_proxy(results: dict[str, VariantResult]) -> dict[str, ProxyCheck]:
             tuple(injected_f1(halves[n][0], craft) for n in names),
             tuple(injected_f1(halves[n][1], craft) for n in names),
             tuple(held_out_false_rate(free[n], craft) for n in names),
-            tuple(test_alarm_rate(free[n], craft) for n in names),
+            tuple(unlabelled_alarm_rate(free[n], craft) for n in names),
             tuple(injected_f1(free[n], craft) for n in names),
-            tuple(test_flagged_share(free[n], craft) for n in names),
+            tuple(flagged_share(free[n], craft) for n in names),
         )
     return out
 

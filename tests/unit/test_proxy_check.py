@@ -60,10 +60,10 @@ def test_false_rates_count_clean_and_injected_false_episodes_and_test_episodes_u
     # A channel listed in two label rows counts once.
     res.rows.append(res.rows[0])
     res.counts.append(res.counts[0])
-    assert proxy_check.test_alarm_rate(res, "SMAP") == pytest.approx(1000 * 4 / 2000)
-    assert proxy_check.test_alarm_rate(res, "MSL") == 0.0
+    assert proxy_check.unlabelled_alarm_rate(res, "SMAP") == pytest.approx(1000 * 4 / 2000)
+    assert proxy_check.unlabelled_alarm_rate(res, "MSL") == 0.0
     # Four episodes of two points each, over two channels of 1000.
-    assert proxy_check.test_flagged_share(res, "SMAP") == pytest.approx(8 / 2000)
+    assert proxy_check.flagged_share(res, "SMAP") == pytest.approx(8 / 2000)
 
 
 def test_spearman_brown_steps_the_halves_up():
