@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, replace
 
 from stream_detector.evaluation.injection import KINDS
-from stream_detector.evaluation.metrics import summarise
+from stream_detector.evaluation.metrics import ChannelCounts, summarise
 from stream_detector.evaluation.threshold_grid import (
     VariantResult,
     label_free_choice,
@@ -85,32 +85,29 @@ def held_out_false_rate(res: VariantResult, craft: str) -> float:
     return 1000.0 * episodes / max(steps, 1)
 
 
+def _test_runs(res: VariantResult, craft: str) -> list[ChannelCounts]:
+    """One spacecraft's test runs, one per channel (a channel with two label rows was run
+    once and is counted once)."""
+    runs: dict[str, ChannelCounts] = {}
+    for counts, row in zip(res.counts, res.rows, strict=True):
+        if row.spacecraft == craft:
+            runs.setdefault(row.chan_id, counts)
+    return list(runs.values())
+
+
 def unlabelled_alarm_rate(res: VariantResult, craft: str) -> float:
     """Episodes per 1,000 test steps that the variant raises on one spacecraft's test
-    streams, every one of them: no label is read (a channel with two label rows counts once)."""
-    episodes = steps = 0
-    seen: set[str] = set()
-    for counts, row in zip(res.counts, res.rows, strict=True):
-        if row.spacecraft != craft or row.chan_id in seen:
-            continue
-        seen.add(row.chan_id)
-        episodes += len(counts.predicted)
-        steps += counts.n_points
-    return 1000.0 * episodes / max(steps, 1)
+    streams, every one of them: no label is read."""
+    runs = _test_runs(res, craft)
+    steps = sum(r.n_points for r in runs)
+    return 1000.0 * sum(len(r.predicted) for r in runs) / max(steps, 1)
 
 
 def flagged_share(res: VariantResult, craft: str) -> float:
-    """The share of one spacecraft's test points the variant flags (each channel once; no
-    label is read). The issue's bar caps it."""
-    flagged = steps = 0
-    seen: set[str] = set()
-    for counts, row in zip(res.counts, res.rows, strict=True):
-        if row.spacecraft != craft or row.chan_id in seen:
-            continue
-        seen.add(row.chan_id)
-        flagged += counts.flagged_points
-        steps += counts.n_points
-    return flagged / max(steps, 1)
+    """The share of one spacecraft's test points the variant flags; no label is read. The
+    issue's bar caps it."""
+    runs = _test_runs(res, craft)
+    return sum(r.flagged_points for r in runs) / max(sum(r.n_points for r in runs), 1)
 
 
 def spearman_brown(rho: float) -> float:
