@@ -798,9 +798,11 @@ def proxy_check(ctx: click.Context, results: Path, grid: Path) -> None:
     """The written rule's proxy checked without labels, on one grid's RESULTS (an --out
     folder of `evaluate --thresholds` or `grid-report`, or its grid-results.pkl): whether
     the injected F1 ranks the thresholds the same way on the injection's two halves
-    (reliability), and whether the held-out false-episode rate ranks them as their alarm
-    rate on the test streams does (transfer; reads the test split, not its labels). Exits
-    with 1 when either test fails its bar on any data set."""
+    (reliability, bar 0.8); whether the held-out false-episode rate ranks them as their
+    alarm rate on the test streams does (transfer, bar 0.7); and whether the injected F1
+    ranks them as the share of test points they flag does (volume, bar 0.5 at most). The
+    last two read the test split, never its labels. Chooses nothing. Exits with 1 when any
+    test fails its bar on a data set (docs/threshold-race.md, 26th and 28th looks)."""
     from stream_detector.evaluation.proxy_check import (
         all_passed,
         check_proxy,
