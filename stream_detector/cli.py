@@ -825,8 +825,10 @@ def proxy_check(ctx: click.Context, results: Path, grid: Path) -> None:
         )
     if not any(res.injected for res in run.values()):
         raise click.ClickException("the results hold no injected run: nothing to check")
-    click.echo(proxy_check_report(run, incumbent_variant(variants, _settings(ctx))), nl=False)
-    ctx.exit(0 if all_passed(check_proxy(run)) else 1)
+    checks = check_proxy(run)
+    incumbent = incumbent_variant(variants, _settings(ctx))
+    click.echo(proxy_check_report(run, checks, incumbent), nl=False)
+    ctx.exit(0 if all_passed(checks) else 1)
 
 
 @main.command("held-out-error")

@@ -574,7 +574,7 @@ class LabelFreeScore:
     injected_composite_f1: float
 
 
-def _injected_crafts(results: dict[str, VariantResult]) -> list[str]:
+def injected_crafts(results: dict[str, VariantResult]) -> list[str]:
     """The spacecraft with at least one injected run in any variant, sorted."""
     return sorted({r.spacecraft for res in results.values() for r in res.injected_rows})
 
@@ -749,7 +749,7 @@ def _rule_margins(results: dict[str, VariantResult], first: str, second: str) ->
     """`choice_margin` on the tie-break rule's key: over all data sets' channels ("all"),
     then over each data set's of `first` alone."""
     margins = {"all": choice_margin(results, first, second, tie_break_composite=True)}
-    for craft in _injected_crafts({first: results[first]}):
+    for craft in injected_crafts({first: results[first]}):
         margins[craft] = choice_margin(
             results, first, second, tie_break_composite=True, craft=craft
         )
@@ -870,7 +870,7 @@ def proxy_agreement(results: dict[str, VariantResult]) -> dict[str, ProxyAgreeme
     trusted on this data. Near zero or below, the injected anomalies do not tell the
     variants apart the way the labelled ones do."""
     free = label_free_scores(results)
-    crafts = _injected_crafts(results)
+    crafts = injected_crafts(results)
     out: dict[str, ProxyAgreement] = {}
     for craft in crafts:
         injected, f1, composite = [], [], []
@@ -906,7 +906,7 @@ def injected_found_by_kind(res: VariantResult, craft: str) -> dict[str, tuple[in
 
 def injected_kinds_table(results: dict[str, VariantResult]) -> str:
     """The grid report's markdown table of `injected_found_by_kind`, variant by spacecraft."""
-    crafts = _injected_crafts(results)
+    crafts = injected_crafts(results)
     kinds = sorted({k for res in results.values() for ks in res.injected_kinds for k in ks})
     lines = [
         "| threshold | data | " + " | ".join(kinds) + " |",
