@@ -27,6 +27,11 @@ from tqdm import tqdm
 
 from stream_detector.data.smap_msl import load_series
 from stream_detector.evaluation.metrics import summarise
+from stream_detector.evaluation.proxy_check import (
+    MIN_TRANSFER,
+    held_out_false_rate,
+    unlabelled_alarm_rate,
+)
 from stream_detector.evaluation.runner import dataset_rows
 from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import (
@@ -94,29 +99,41 @@ def replay_train(
 
 @dataclass(frozen=True)
 class ReplayAgreement:
-    """How a replay's episode counts rank the variants of one data set, against the test
-    streams' false episodes (test labels) and against the held-out part's episodes."""
+    """How a replay's episode counts rank the variants of one data set, beside the held-out
+    part's: against the test streams' false episodes (reads test labels), and against every
+    episode of the test streams per 1,000 steps (reads none: `proxy-check`'s transfer test)."""
 
     n_variants: int
     with_test_false: float  # Spearman ρ of the replay's episodes and the test false episodes
     held_out_with_test_false: float  # the same ρ for the held-out part's episodes
+    transfer: float  # ρ of the replay's episodes per 1k steps and the test streams' per 1k
+    held_out_transfer: float  # the same ρ for the held-out part's false episodes per 1k
+
+    @property
+    def transfers(self) -> bool:
+        return self.transfer >= MIN_TRANSFER
 
 
 def replay_agreement(
     counts: dict[str, dict[str, ReplayCount]], results: dict[str, VariantResult]
 ) -> dict[str, ReplayAgreement]:
     """spacecraft → agreement over the variants in both `counts` and the grid's `results`
-    (non-oracle). Reads test labels, so it chooses nothing: it says whether a replay sees
-    the test streams' false episodes better than the held-out part the rule reads."""
+    (non-oracle). Its ρ with the test false episodes reads test labels, so it chooses
+    nothing; its transfer ρ reads none, and is `proxy-check`'s test with this replay as the
+    quiet stream in place of the held-out part."""
     out: dict[str, ReplayAgreement] = {}
     crafts = sorted({craft for by_craft in counts.values() for craft in by_craft})
     for craft in crafts:
         replay, held_out, test_false = [], [], []
+        replay_rate, held_out_rate, test_rate = [], [], []
         for name, by_craft in counts.items():
             res = results.get(name)
             if res is None or res.oracle or craft not in by_craft:
                 continue
             replay.append(float(by_craft[craft].episodes))
+            replay_rate.append(by_craft[craft].per_1k)
+            held_out_rate.append(held_out_false_rate(res, craft))
+            test_rate.append(unlabelled_alarm_rate(res, craft))
             held_out.append(
                 float(
                     sum(
@@ -134,14 +151,26 @@ def replay_agreement(
             len(replay),
             rank_correlation(replay, test_false),
             rank_correlation(held_out, test_false),
+            rank_correlation(replay_rate, test_rate),
+            rank_correlation(held_out_rate, test_rate),
         )
     return out
 
 
 def agreement_lines(agreement: dict[str, ReplayAgreement], stream: str) -> str:
     lines = [
-        "agreement with the test streams' false episodes (reads test labels; chooses nothing):",
+        "transfer to the test streams' episodes per 1,000 steps (reads no label; proxy-check's "
+        f"test, bar ≥ {MIN_TRANSFER}):",
     ]
+    for craft, a in agreement.items():
+        verdict = "passes" if a.transfers else "fails"
+        lines.append(
+            f"  {craft}: ρ {a.transfer:.2f} for the {stream} ({verdict}), "
+            f"{a.held_out_transfer:.2f} for the held-out part ({a.n_variants} variants)"
+        )
+    lines.append(
+        "agreement with the test streams' false episodes (reads test labels; chooses nothing):"
+    )
     for craft, a in agreement.items():
         lines.append(
             f"  {craft}: ρ {a.with_test_false:.2f} for the {stream}, "
@@ -159,7 +188,8 @@ def replay_options(command: Callable[..., Any]) -> Callable[..., Any]:
         default=None,
         help="a grid's results (an --out folder of `evaluate --thresholds` or `grid-report`) "
         "over the same thresholds: also print how the replay ranks them against the test "
-        "streams' false episodes, beside the held-out part (reads test labels)",
+        "streams' episodes per 1,000 steps (proxy-check's transfer test, no label read) and "
+        "against their false episodes (reads test labels), beside the held-out part",
     )(command)
     return click.option(
         "--thresholds",

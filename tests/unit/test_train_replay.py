@@ -58,17 +58,24 @@ def test_the_agreement_ranks_replay_and_held_out_counts_against_test_false_episo
 
     row = LabelRow("A-1", "SMAP", [(0, 1)], ["point"], 10)
 
-    def result(test_false: int, held_out: int, oracle: bool = False) -> VariantResult:
-        counts = ChannelCounts("A-1", 10, [(0, 1)], [], 1, 0, test_false, 2, 2, 2, 2)
+    def result(
+        test_false: int, held_out: int, oracle: bool = False, test_episodes: int = 0
+    ) -> VariantResult:
+        # `test_episodes` episodes in all on the test stream, whatever the labels say: what
+        # the label-free transfer ρ reads (`unlabelled_alarm_rate`), not `test_false`.
+        predicted = [(2 * i, 2 * i) for i in range(test_episodes)]
+        counts = ChannelCounts("A-1", 10, [(0, 1)], predicted, 1, 0, test_false, 2, 2, 2, 2)
         res = VariantResult(counts=[counts], rows=[row], oracle=oracle)
         res.validation_rows, res.validation_by_channel = [row], [held_out]
         res.validation_steps_by_channel = [100]
         return res
 
     results = {
-        "a": result(1, 0),
-        "b": result(2, 0),
-        "c": result(3, 1),
+        # The test streams' episodes, counted without labels, run the other way round from
+        # their false episodes: the two ρ must come from different columns.
+        "a": result(1, 0, test_episodes=4),
+        "b": result(2, 0, test_episodes=3),
+        "c": result(3, 1, test_episodes=2),
         "oracle": result(0, 9, oracle=True),  # fitted on the labels: never ranked
     }
     counts = {
@@ -83,5 +90,18 @@ def test_the_agreement_ranks_replay_and_held_out_counts_against_test_false_episo
     assert agreement.with_test_false == pytest.approx(1.0)
     # Held-out ranks (0.5, 0.5, 2) against (0, 1, 2): ρ = 1.5 / √(1.5 · 2) = √0.75.
     assert agreement.held_out_with_test_false == pytest.approx(0.75**0.5)
+    # Transfer, no label read: the replay's rates (50, 70, 90 per 1k) against the test
+    # streams' (400, 300, 200 per 1k) rank exactly the other way; the held-out part's false
+    # rates (0, 0, 10 per 1k) against them give −√0.75.
+    assert agreement.transfer == pytest.approx(-1.0)
+    assert agreement.held_out_transfer == pytest.approx(-(0.75**0.5))
+    assert not agreement.transfers
     text = tr.agreement_lines({"SMAP": agreement}, "train")
     assert "SMAP: ρ 1.00 for the train, 0.87 for the held-out part (3 variants)" in text
+    assert "SMAP: ρ -1.00 for the train (fails), -0.87 for the held-out part (3 variants)" in text
+    assert text.index("reads no label") < text.index("reads test labels")
+    passing = tr.replay_agreement({n: counts[n] for n in "cba"}, results)["SMAP"]
+    # Same counts, other variant order: ρ does not depend on the order of the grid.
+    assert passing.transfer == pytest.approx(-1.0)
+    flipped = {n: {"SMAP": tr.ReplayCount(c, 100)} for n, c in zip("abc", (9, 7, 5), strict=True)}
+    assert tr.replay_agreement(flipped, results)["SMAP"].transfers
