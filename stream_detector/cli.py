@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from stream_detector.models.base import FitConfig, RecipeDefaults
 
 
-def _limit_torch_threads(settings: Settings) -> None:
+def limit_torch_threads(settings: Settings) -> None:
+    """Hold torch to ``SD_MODEL__TORCH_THREADS`` threads: N processes side by side (``--shard``)
+    each left at torch's default oversubscribe the cores, and on two cores an epoch then
+    took 5 to 220 s instead of about 2 (crossfit_replay, docs/threshold-race.md)."""
     if settings.model.torch_threads is not None:
         import torch
 
@@ -149,7 +152,7 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
     early_stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: early_stop.set())
-    _limit_torch_threads(settings)
+    limit_torch_threads(settings)
     structlog.get_logger(__name__).info(
         "daemon_starting", checkpoint=str(settings.model.checkpoint)
     )
@@ -244,7 +247,7 @@ def train(
     from stream_detector.training.trainer import train_on_dataset
 
     settings = _settings(ctx)
-    _limit_torch_threads(settings)
+    limit_torch_threads(settings)
     root = data_root or settings.data.root
     target = out or settings.model.checkpoint
     kind, hyperparameters = _detector(kind, _hyperparameters(score_features, hyper))
@@ -318,7 +321,7 @@ def combine(
     from stream_detector.training.ensemble import combine_checkpoints
 
     settings = _settings(ctx)
-    _limit_torch_threads(settings)
+    limit_torch_threads(settings)
     root = data_root or settings.data.root
     try:
         if all(member.is_dir() for member in members):
@@ -582,7 +585,7 @@ def evaluate(
     from stream_detector.evaluation.runner import evaluate as run_evaluation
 
     settings = _settings(ctx)
-    _limit_torch_threads(settings)
+    limit_torch_threads(settings)
     root = data_root or settings.data.root
     kind, hyperparameters = _detector(kind, _hyperparameters(score_features, hyper))
     defaults = _recipe(kind, ctx.params)
@@ -923,7 +926,7 @@ def tune(
     from stream_detector.tuning import load_tune_config, run_study
 
     settings = _settings(ctx)
-    _limit_torch_threads(settings)
+    limit_torch_threads(settings)
     try:
         config = load_tune_config(config_file)
     except ValueError as exc:

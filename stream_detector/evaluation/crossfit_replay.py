@@ -219,8 +219,9 @@ def main(
     """Cut every channel's train split in two halves, train the cache's recipe on each and
     score the other, replay those out-of-sample scores through each threshold of a grid and
     count the episodes, all presumed false (label-free; a diagnostic that chooses nothing)."""
-    from stream_detector.cli import shard_channels
+    from stream_detector.cli import limit_torch_threads, shard_channels
 
+    limit_torch_threads(Settings())
     root = data_root or Path(Settings().data.root)
     selected = list(channels) or None
     if shard is not None:

@@ -227,6 +227,9 @@ def main(
 ) -> None:
     """Replay every channel's whole train split through each threshold of a grid and count
     its episodes, all presumed false (label-free; a diagnostic that chooses nothing)."""
+    from stream_detector.cli import limit_torch_threads
+
+    limit_torch_threads(Settings())
     root = data_root or Path(Settings().data.root)
     counts = replay_train(root, dataset, cache, load_grid(grid), list(channels) or None)
     click.echo(replay_table(counts))

@@ -118,3 +118,28 @@ def test_fold_epochs_caps_the_fold_models_training_and_keeps_them_apart(d11_cach
 
     refused = CliRunner().invoke(cf.main, [*args, "--fold-epochs", "0"])
     assert refused.exit_code != 0 and "--fold-epochs" in refused.output
+
+
+@pytest.mark.parametrize("module", ["crossfit_replay", "train_replay"])
+def test_the_replays_hold_torch_to_the_settings_threads(module, tmp_path, monkeypatch):
+    # Run as N processes side by side, each left at torch's default thread count
+    # oversubscribed two cores: an epoch took 5 to 220 s instead of about 2.
+    import importlib
+
+    import torch
+    from click.testing import CliRunner
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setenv("SD_MODEL__TORCH_THREADS", "1")
+    grid = tmp_path / "grid.json"
+    grid.write_text('[{"name": "always", "threshold": {"kind": "fixed", "params": {"value": 1}}}]')
+    not_a_cache = tmp_path / "empty"
+    not_a_cache.mkdir()
+    args = ["--cache", str(not_a_cache), "--thresholds", str(grid), "--data-root", str(DATA)]
+    out = CliRunner().invoke(
+        importlib.import_module(f"stream_detector.evaluation.{module}").main,
+        [*args, "--channel", "D-11", "--dataset", "smap"],
+    )
+    assert out.exit_code != 0  # nothing to replay: the threads were set before that was found
+    assert calls == [1]
