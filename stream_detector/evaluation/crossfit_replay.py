@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +44,12 @@ from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import (
     ScoreCache,
     ThresholdVariant,
+    VariantResult,
+    incumbent_variant,
+    injected_crafts,
     load_grid,
     load_results,
+    race_decision,
     raw_scores,
     run_engine,
 )
@@ -69,6 +73,7 @@ __all__ = [
     "fold_folder",
     "fold_halves",
     "fold_recipe",
+    "no_noisier_than",
     "replay_crossfit",
 ]
 
@@ -184,6 +189,51 @@ def replay_crossfit(
     return out, skipped
 
 
+def no_noisier_than(
+    counts: dict[str, dict[str, ReplayCount]], incumbent: str
+) -> Callable[[str], bool]:
+    """Rule v5's quiet filter (docs/threshold-race.md, thirtieth look): a variant qualifies if it
+    raises no more episodes per 1,000 steps of the cross-fitted train than `incumbent` does, on
+    each data set the incumbent was replayed on. The incumbent always qualifies; a variant
+    not replayed does not."""
+    if incumbent not in counts:
+        raise ValueError(f"the incumbent {incumbent!r} was not replayed")
+    bar = counts[incumbent]
+
+    def quiet(name: str) -> bool:
+        mine = counts.get(name)
+        if name == incumbent:
+            return True
+        if mine is None:
+            return False
+        return all(craft in mine and mine[craft].per_1k <= c.per_1k for craft, c in bar.items())
+
+    return quiet
+
+
+def decision_lines(
+    counts: dict[str, dict[str, ReplayCount]], results: dict[str, VariantResult], incumbent: str
+) -> str:
+    """Rule v5 on a grid's `results`, its quiet half read from the replay's `counts`: the
+    qualifying variants and the verdict (`race_decision`). Refused unless the replay covers
+    every data set the grid's injected runs do, since the rule judges each one."""
+    crafts = set(injected_crafts(results))
+    replayed = set(counts.get(incumbent, {}))
+    if not crafts <= replayed:
+        raise ValueError(
+            "rule v5 needs the cross-fitted train of every data set the grid judges "
+            f"({', '.join(sorted(crafts))}); replayed: {', '.join(sorted(replayed)) or 'none'}"
+        )
+    quiet = no_noisier_than(counts, incumbent)
+    qualified = [n for n in results if not results[n].oracle and quiet(n)]
+    decision = race_decision(results, incumbent, quiet=quiet)
+    return (
+        "rule v5 (docs/threshold-race.md, thirtieth look; no test label read): "
+        f"{len(qualified)} variants raise no more episodes per 1k cross-fitted steps than "
+        f"the default on each data set; {decision.explain()}"
+    )
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @replay_options
 @click.option(
@@ -202,6 +252,12 @@ def replay_crossfit(
     help="train the fold models for at most N epochs instead of the cache recipe's (cheaper; "
     "their errors run higher); kept apart in crossfit-epochsN/",
 )
+@click.option(
+    "--decide",
+    is_flag=True,
+    help="with --against and --dataset both: also print rule v5's verdict on the grid, its "
+    "quiet half this replay (no variant noisier than the default on either data set)",
+)
 @cache_options(
     "a score cache of `evaluate --thresholds ... --score-cache`: its recipe trains the fold "
     "models, which are kept in its crossfit/ folder (crossfit-epochsN/ with --fold-epochs)"
@@ -212,6 +268,7 @@ def main(
     against: Path | None,
     shard: str | None,
     fold_epochs: int | None,
+    decide: bool,
     dataset: str,
     channels: tuple[str, ...],
     data_root: Path | None,
@@ -221,6 +278,8 @@ def main(
     count the episodes, all presumed false (label-free; a diagnostic that chooses nothing)."""
     from stream_detector.cli import limit_torch_threads, shard_channels
 
+    if decide and against is None:
+        raise click.UsageError("--decide judges a grid's results: give them with --against")
     limit_torch_threads(Settings())
     root = data_root or Path(Settings().data.root)
     selected = list(channels) or None
@@ -234,8 +293,17 @@ def main(
         raise click.ClickException(str(exc)) from exc
     click.echo(replay_table(counts, stream="cross-fitted train"))
     if against is not None:
-        agreement = replay_agreement(counts, load_results(against))
+        results = load_results(against)
+        agreement = replay_agreement(counts, results)
         click.echo(agreement_lines(agreement, "cross-fitted train"))
+        if decide:
+            incumbent = incumbent_variant(load_grid(grid), Settings())
+            if incumbent is None:
+                raise click.ClickException("the grid has no variant the settings build")
+            try:
+                click.echo(decision_lines(counts, results, incumbent))
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from exc
     if skipped:
         click.echo(
             f"left out (train split under {2 * MIN_HALF_WINDOWS} windows): " + ", ".join(skipped)

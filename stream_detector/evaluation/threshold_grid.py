@@ -23,7 +23,7 @@ import os
 import pickle
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -602,7 +602,10 @@ _TIE = 1e-9
 
 
 def label_free_choice(
-    results: dict[str, VariantResult], *, tie_break_composite: bool = False
+    results: dict[str, VariantResult],
+    *,
+    tie_break_composite: bool = False,
+    quiet: Callable[[str], bool] | None = None,
 ) -> str | None:
     """The threshold race's rule, which reads no test label: among non-oracle variants that
     raise at most `MAX_VALIDATION_EPISODES_PER_1K` episodes per 1,000 clean held-out steps on
@@ -618,13 +621,20 @@ def label_free_choice(
     variants had numbers): among the variants tied on that mean injected F1, the highest
     mean injected composite F1, then grid order. An option that only shortens episodes
     finds the same injected anomalies, so without it such an option ties and loses on
-    grid order whatever it does to the episodes' length."""
+    grid order whatever it does to the episodes' length.
+
+    With ``quiet`` (rule v5, the thirtieth look), that test of a variant's name replaces the
+    held-out filter: the quiet half then comes from another stream (`crossfit_replay`'s
+    `no_noisier_than`)."""
     best: tuple[float, float, str] | None = None
     tie = _TIE if tie_break_composite else 0.0
     for name, by_craft in label_free_scores(results).items():
         if results[name].oracle or not by_craft:
             continue
-        if any(s.validation_per_1k > MAX_VALIDATION_EPISODES_PER_1K for s in by_craft.values()):
+        if quiet is not None:
+            if not quiet(name):
+                continue
+        elif any(s.validation_per_1k > MAX_VALIDATION_EPISODES_PER_1K for s in by_craft.values()):
             continue
         f1 = float(np.mean([s.injected_f1 for s in by_craft.values()]))
         composite = float(np.mean([s.injected_composite_f1 for s in by_craft.values()]))
@@ -730,15 +740,19 @@ class RaceDecision:
 
 
 def race_decision(
-    results: dict[str, VariantResult], incumbent: str, min_margin: float = DECISION_MARGIN
+    results: dict[str, VariantResult],
+    incumbent: str,
+    min_margin: float = DECISION_MARGIN,
+    quiet: Callable[[str], bool] | None = None,
 ) -> RaceDecision:
     """The tenth look's written rule. The pick is `label_free_choice` with the tie-break; it
     replaces `incumbent` only if it stays ahead of it, on that rule's key, in at least
     `min_margin` of the paired draws of both data sets' channels together and of each data
-    set's alone (the issue's bar is per data set). Reads no test label."""
+    set's alone (the issue's bar is per data set). Reads no test label. With ``quiet``, rule
+    v5: that filter in place of the held-out one (`label_free_choice`)."""
     if incumbent not in results:
         raise ValueError(f"the incumbent {incumbent!r} is not in the grid")
-    pick = label_free_choice(results, tie_break_composite=True)
+    pick = label_free_choice(results, tie_break_composite=True, quiet=quiet)
     margins: dict[str, float] = {}
     if pick is not None and pick != incumbent:
         margins = _rule_margins(results, pick, incumbent)

@@ -143,3 +143,56 @@ def test_the_replays_hold_torch_to_the_settings_threads(module, tmp_path, monkey
     )
     assert out.exit_code != 0  # nothing to replay: the threads were set before that was found
     assert calls == [1]
+
+
+def test_rule_v5_reads_its_quiet_half_from_the_cross_fitted_train():
+    from stream_detector.evaluation import threshold_grid
+    from tests.unit.test_threshold_grid import _result
+
+    both = [("SMAP", 0), ("MSL", 0)]
+    results = {
+        # Finds one of the two injected anomalies, quiet on the held-out part.
+        "incumbent": _result(both, [(10, 19), None]),
+        # Finds both, and raises a held-out false episode on MSL (0.1 per 1k, above v4's
+        # 0.05): v4 leaves it out, v5 asks the cross-fitted train instead.
+        "finds more": _result([("SMAP", 0), ("MSL", 1)], [(10, 19), (10, 19)]),
+        # Finds both too, quiet on the held-out part, but noisier than the incumbent on
+        # SMAP's cross-fitted train: v5 leaves it out, v4 picks it.
+        "noisy elsewhere": _result(both, [(10, 19), (10, 19)]),
+        "oracle": _result(both, [(10, 19), (10, 19)], oracle=True),
+    }
+    counts = {
+        "incumbent": {"SMAP": ReplayCount(4, 1000), "MSL": ReplayCount(4, 1000)},
+        "finds more": {"SMAP": ReplayCount(4, 1000), "MSL": ReplayCount(3, 1000)},  # ≤ on both
+        "noisy elsewhere": {"SMAP": ReplayCount(5, 1000), "MSL": ReplayCount(1, 1000)},
+        "oracle": {"SMAP": ReplayCount(0, 1000), "MSL": ReplayCount(0, 1000)},
+    }
+    quiet = cf.no_noisier_than(counts, "incumbent")
+    assert [n for n in results if quiet(n)] == ["incumbent", "finds more", "oracle"]
+    assert not quiet("never replayed")
+    assert threshold_grid.label_free_choice(results, tie_break_composite=True) == (
+        "noisy elsewhere"
+    )
+    assert (
+        threshold_grid.label_free_choice(results, tie_break_composite=True, quiet=quiet)
+        == "finds more"
+    )
+    text = cf.decision_lines(counts, results, "incumbent")
+    # The oracle passes the filter but is never a candidate, and is not counted.
+    assert "2 variants raise no more episodes" in text
+    assert "the pick `finds more`" in text
+    with pytest.raises(ValueError, match="was not replayed"):
+        cf.no_noisier_than(counts, "gone")
+    msl_only = {n: {"MSL": c["MSL"]} for n, c in counts.items()}
+    with pytest.raises(ValueError, match="every data set the grid judges"):
+        cf.decision_lines(msl_only, results, "incumbent")
+
+
+def test_decide_needs_a_grid_to_judge(tmp_path):
+    from click.testing import CliRunner
+
+    grid = tmp_path / "grid.json"
+    grid.write_text('[{"name": "always", "threshold": {"kind": "fixed", "params": {"value": 1}}}]')
+    args = ["--cache", str(tmp_path), "--thresholds", str(grid), "--decide"]
+    out = CliRunner().invoke(cf.main, args)
+    assert out.exit_code == 2 and "--against" in out.output
