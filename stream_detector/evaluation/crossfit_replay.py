@@ -201,11 +201,9 @@ def no_noisier_than(
     bar = counts[incumbent]
 
     def quiet(name: str) -> bool:
-        mine = counts.get(name)
         if name == incumbent:
             return True
-        if mine is None:
-            return False
+        mine = counts.get(name, {})
         return all(craft in mine and mine[craft].per_1k <= c.per_1k for craft, c in bar.items())
 
     return quiet
@@ -280,14 +278,15 @@ def main(
 
     if decide and against is None:
         raise click.UsageError("--decide judges a grid's results: give them with --against")
-    limit_torch_threads(Settings())
-    root = data_root or Path(Settings().data.root)
+    settings = Settings()
+    limit_torch_threads(settings)
+    root = data_root or Path(settings.data.root)
     selected = list(channels) or None
     if shard is not None:
         selected = shard_channels(root, dataset, selected, shard)
     try:
         counts, skipped = replay_crossfit(
-            root, dataset, cache, load_grid(grid), selected, fold_epochs=fold_epochs
+            root, dataset, cache, load_grid(grid), selected, settings, fold_epochs
         )
     except ValueError as exc:  # another recipe's folds in crossfit/, a series it cannot use
         raise click.ClickException(str(exc)) from exc
@@ -297,7 +296,7 @@ def main(
         agreement = replay_agreement(counts, results)
         click.echo(agreement_lines(agreement, "cross-fitted train"))
         if decide:
-            incumbent = incumbent_variant(load_grid(grid), Settings())
+            incumbent = incumbent_variant(load_grid(grid), settings)
             if incumbent is None:
                 raise click.ClickException("the grid has no variant the settings build")
             try:

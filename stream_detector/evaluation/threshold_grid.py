@@ -601,6 +601,11 @@ def label_free_scores(results: dict[str, VariantResult]) -> dict[str, dict[str, 
 _TIE = 1e-9
 
 
+def _held_out_quiet(by_craft: dict[str, LabelFreeScore]) -> bool:
+    """v4's quiet filter: few enough false episodes on the held-out part, on every data set."""
+    return all(s.validation_per_1k <= MAX_VALIDATION_EPISODES_PER_1K for s in by_craft.values())
+
+
 def label_free_choice(
     results: dict[str, VariantResult],
     *,
@@ -631,10 +636,7 @@ def label_free_choice(
     for name, by_craft in label_free_scores(results).items():
         if results[name].oracle or not by_craft:
             continue
-        if quiet is not None:
-            if not quiet(name):
-                continue
-        elif any(s.validation_per_1k > MAX_VALIDATION_EPISODES_PER_1K for s in by_craft.values()):
+        if not (quiet(name) if quiet is not None else _held_out_quiet(by_craft)):
             continue
         f1 = float(np.mean([s.injected_f1 for s in by_craft.values()]))
         composite = float(np.mean([s.injected_composite_f1 for s in by_craft.values()]))

@@ -229,9 +229,10 @@ def main(
     its episodes, all presumed false (label-free; a diagnostic that chooses nothing)."""
     from stream_detector.cli import limit_torch_threads
 
-    limit_torch_threads(Settings())
-    root = data_root or Path(Settings().data.root)
-    counts = replay_train(root, dataset, cache, load_grid(grid), list(channels) or None)
+    settings = Settings()
+    limit_torch_threads(settings)
+    root = data_root or Path(settings.data.root)
+    counts = replay_train(root, dataset, cache, load_grid(grid), list(channels) or None, settings)
     click.echo(replay_table(counts))
     if against is not None:
         click.echo(agreement_lines(replay_agreement(counts, load_results(against)), "train"))
