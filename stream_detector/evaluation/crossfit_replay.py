@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,27 +39,25 @@ import numpy as np
 from tqdm import tqdm
 
 from stream_detector.data.smap_msl import load_series
+from stream_detector.evaluation.replay_counts import (
+    decision_lines,
+    no_noisier_than,
+    replay_report,
+    save_counts,
+)
 from stream_detector.evaluation.runner import ModelRecipe, train_on
 from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import (
     ScoreCache,
     ThresholdVariant,
-    VariantResult,
-    incumbent_variant,
-    injected_crafts,
     load_grid,
-    load_results,
-    race_decision,
     raw_scores,
     run_engine,
 )
 from stream_detector.evaluation.train_replay import (
     ReplayCount,
-    agreement_lines,
     channel_crafts,
-    replay_agreement,
     replay_options,
-    replay_table,
 )
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
@@ -70,6 +68,7 @@ __all__ = [
     "SCORED_KEY",
     "Fold",
     "cache_recipe",
+    "decision_lines",
     "fold_folder",
     "fold_halves",
     "fold_recipe",
@@ -189,49 +188,6 @@ def replay_crossfit(
     return out, skipped
 
 
-def no_noisier_than(
-    counts: dict[str, dict[str, ReplayCount]], incumbent: str
-) -> Callable[[str], bool]:
-    """Rule v5's quiet filter (docs/threshold-race.md, thirtieth look): a variant qualifies if it
-    raises no more episodes per 1,000 steps of the cross-fitted train than `incumbent` does, on
-    each data set the incumbent was replayed on. The incumbent always qualifies; a variant
-    not replayed does not."""
-    if incumbent not in counts:
-        raise ValueError(f"the incumbent {incumbent!r} was not replayed")
-    bar = counts[incumbent]
-
-    def quiet(name: str) -> bool:
-        if name == incumbent:
-            return True
-        mine = counts.get(name, {})
-        return all(craft in mine and mine[craft].per_1k <= c.per_1k for craft, c in bar.items())
-
-    return quiet
-
-
-def decision_lines(
-    counts: dict[str, dict[str, ReplayCount]], results: dict[str, VariantResult], incumbent: str
-) -> str:
-    """Rule v5 on a grid's `results`, its quiet half read from the replay's `counts`: the
-    qualifying variants and the verdict (`race_decision`). Refused unless the replay covers
-    every data set the grid's injected runs do, since the rule judges each one."""
-    crafts = set(injected_crafts(results))
-    replayed = set(counts.get(incumbent, {}))
-    if not crafts <= replayed:
-        raise ValueError(
-            "rule v5 needs the cross-fitted train of every data set the grid judges "
-            f"({', '.join(sorted(crafts))}); replayed: {', '.join(sorted(replayed)) or 'none'}"
-        )
-    quiet = no_noisier_than(counts, incumbent)
-    qualified = [n for n in results if not results[n].oracle and quiet(n)]
-    decision = race_decision(results, incumbent, quiet=quiet)
-    return (
-        "rule v5 (docs/threshold-race.md, thirtieth look; no test label read): "
-        f"{len(qualified)} variants raise no more episodes per 1k cross-fitted steps than "
-        f"the default on each data set; {decision.explain()}"
-    )
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @replay_options
 @click.option(
@@ -256,6 +212,16 @@ def decision_lines(
     help="with --against and --dataset both: also print rule v5's verdict on the grid, its "
     "quiet half this replay (no variant noisier than the default on either data set)",
 )
+@click.option(
+    "--save-counts",
+    "save_counts_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="also record the replay's counts in FILE (JSON), for `python -m "
+    "stream_detector.evaluation.replay_counts` to read without the fold models (not with "
+    "--shard: one run over every channel records them)",
+)
 @cache_options(
     "a score cache of `evaluate --thresholds ... --score-cache`: its recipe trains the fold "
     "models, which are kept in its crossfit/ folder (crossfit-epochsN/ with --fold-epochs)"
@@ -267,6 +233,7 @@ def main(
     shard: str | None,
     fold_epochs: int | None,
     decide: bool,
+    save_counts_to: Path | None,
     dataset: str,
     channels: tuple[str, ...],
     data_root: Path | None,
@@ -278,6 +245,8 @@ def main(
 
     if decide and against is None:
         raise click.UsageError("--decide judges a grid's results: give them with --against")
+    if save_counts_to is not None and shard is not None:
+        raise click.UsageError("--save-counts records a replay of every channel asked: not a shard")
     settings = Settings()
     limit_torch_threads(settings)
     root = data_root or Path(settings.data.root)
@@ -290,19 +259,22 @@ def main(
         )
     except ValueError as exc:  # another recipe's folds in crossfit/, a series it cannot use
         raise click.ClickException(str(exc)) from exc
-    click.echo(replay_table(counts, stream="cross-fitted train"))
-    if against is not None:
-        results = load_results(against)
-        agreement = replay_agreement(counts, results)
-        click.echo(agreement_lines(agreement, "cross-fitted train"))
-        if decide:
-            incumbent = incumbent_variant(load_grid(grid), settings)
-            if incumbent is None:
-                raise click.ClickException("the grid has no variant the settings build")
-            try:
-                click.echo(decision_lines(counts, results, incumbent))
-            except ValueError as exc:
-                raise click.ClickException(str(exc)) from exc
+    stream = "cross-fitted train"
+    if save_counts_to is not None:
+        save_counts(
+            save_counts_to,
+            counts,
+            stream=stream,
+            grid=grid,
+            left_out=skipped,
+            recipe=json.loads((cache / "recipe.json").read_text()) | {"fold_epochs": fold_epochs},
+            source=f"crossfit_replay --dataset {dataset} --cache {cache}"
+            + "".join(f" --channel {c}" for c in channels),
+        )
+    try:
+        click.echo(replay_report(counts, stream, grid, against, decide, settings))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     if skipped:
         click.echo(
             f"left out (train split under {2 * MIN_HALF_WINDOWS} windows): " + ", ".join(skipped)

@@ -1,0 +1,58 @@
+"""The replay counts recorded in docs/replay-counts were parsed from the tables of
+docs/threshold-race.md that quote the runs; they must stay what those tables say, and
+count the race grid's variants."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from stream_detector.evaluation.replay_counts import load_counts
+from stream_detector.evaluation.threshold_grid import load_grid
+
+REPO = Path(__file__).resolve().parents[2]
+GRID = load_grid(REPO / "docs" / "threshold-race-lstm-dt.json")
+
+
+def _table(header_start: str) -> list[list[str]]:
+    lines = (REPO / "docs" / "threshold-race.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def _name(cell: str) -> str:
+    return re.sub(r" \(the default\)$", "", cell)
+
+
+# (file, the table's header, {spacecraft: (column, scored steps)})
+RECORDED = [
+    (
+        "lstm_dt_np10-gpu.json",
+        "| threshold (race grid) | SMAP: cross-fitted train (110,281 steps)",
+        {"SMAP": (1, 110_281), "MSL": (4, 43_940)},
+    ),
+    (
+        "telemanom-recipe-msl.json",
+        "| threshold (race grid), MSL | episodes on the cross-fitted train (43,526 steps)",
+        {"MSL": (1, 43_526)},
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "header", "columns"), RECORDED)
+def test_the_recorded_counts_are_the_documents_tables(name, header, columns):
+    counts, _, stream = load_counts([REPO / "docs" / "replay-counts" / name], GRID)
+    assert stream == "cross-fitted train"
+    rows = _table(header)
+    assert [_name(r[0]) for r in rows] == [v.name for v in GRID]
+    for row in rows:
+        for craft, (column, steps) in columns.items():
+            c = counts[_name(row[0])][craft]
+            assert (c.episodes, c.steps) == (int(row[column]), steps), (row[0], craft)
