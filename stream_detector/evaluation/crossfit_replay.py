@@ -219,8 +219,8 @@ def replay_crossfit(
     default=None,
     metavar="FILE",
     help="also record the replay's counts in FILE (JSON), for `python -m "
-    "stream_detector.evaluation.replay_counts` to read without the fold models (not with "
-    "--shard: one run over every channel records them)",
+    "stream_detector.evaluation.replay_counts` to read without the fold models (with "
+    "--shard, its share: that command sums the shares of one run and asks for all of them)",
 )
 @cache_options(
     "a score cache of `evaluate --thresholds ... --score-cache`: its recipe trains the fold "
@@ -245,8 +245,6 @@ def main(
 
     if decide and against is None:
         raise click.UsageError("--decide judges a grid's results: give them with --against")
-    if save_counts_to is not None and shard is not None:
-        raise click.UsageError("--save-counts records a replay of every channel asked: not a shard")
     settings = Settings()
     limit_torch_threads(settings)
     root = data_root or Path(settings.data.root)
@@ -270,6 +268,7 @@ def main(
             recipe=json.loads((cache / "recipe.json").read_text()) | {"fold_epochs": fold_epochs},
             source=f"crossfit_replay --dataset {dataset} --cache {cache}"
             + "".join(f" --channel {c}" for c in channels),
+            shard=shard,
         )
     try:
         click.echo(replay_report(counts, stream, grid, against, decide, settings))

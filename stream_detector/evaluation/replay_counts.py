@@ -63,13 +63,16 @@ def save_counts(
     left_out: Sequence[str] = (),
     recipe: dict[str, Any] | None = None,
     source: str = "",
+    shard: str | None = None,
 ) -> None:
     """Write `counts` with what they are counts of: the stream, the grid, the channels left
-    out, the recipe of the models that scored it, and free text on where they came from."""
+    out, the recipe of the models that scored it, free text on where they came from, and the
+    share of the channels it counted (`shard` "I/N", None for every channel asked)."""
     document = {
         "format": FORMAT,
         "stream": stream,
         "grid": str(grid),
+        "shard": shard,
         "recipe": recipe,
         "source": source,
         "left_out": list(left_out),
@@ -85,13 +88,17 @@ def save_counts(
 def load_counts(
     paths: Sequence[Path], variants: Sequence[ThresholdVariant] | None = None
 ) -> tuple[Counts, list[str], str]:
-    """The counts of one or more recorded files, merged (each data set from one file only),
-    with the channels they left out and the stream's name. With `variants`, each file must
-    count exactly the grid's variants: counts of another grid would rank other thresholds
-    under the same names."""
+    """The counts of one or more recorded files, merged, with the channels they left out and
+    the stream's name. Each data set comes from one file, or from the shares of one sharded
+    run (`--shard I/N`), which are summed and must all be there. With `variants`, each file
+    must count exactly the grid's variants: counts of another grid would rank other
+    thresholds under the same names."""
     merged: Counts = {}
     left_out: list[str] = []
     streams: set[str] = set()
+    shares: dict[int, set[int]] = {}  # N → the I of each share read
+    whole: set[str] = set()  # data sets read from an unsharded file
+    sharded: set[str] = set()
     for path in paths:
         document = json.loads(Path(path).read_text())
         if document.get("format") != FORMAT:
@@ -105,15 +112,32 @@ def load_counts(
                 f"{path} counts another grid's variants (not counted: {missing or 'none'}; "
                 f"not in the grid: {extra or 'none'})"
             )
+        shard = document.get("shard")
+        if shard is not None:
+            index, count = (int(part) for part in shard.split("/"))
+            if index in shares.setdefault(count, set()):
+                raise ValueError(f"share {shard} is given twice")
+            shares[count].add(index)
+        crafts = {craft for by_craft in counts.values() for craft in by_craft}
+        clash = crafts & whole if shard is not None else crafts & (whole | sharded)
+        if clash:
+            raise ValueError(f"{', '.join(sorted(clash))} is counted in more than one file")
+        (sharded if shard is not None else whole).update(crafts)
         for name, by_craft in counts.items():
             into = merged.setdefault(name, {})
             for craft, c in by_craft.items():
-                if craft in into:
-                    raise ValueError(f"{craft} of {name!r} is counted in more than one file")
-                into[craft] = ReplayCount(int(c["episodes"]), int(c["steps"]))
+                total = into.setdefault(craft, ReplayCount())
+                total.episodes += int(c["episodes"])
+                total.steps += int(c["steps"])
         left_out.extend(document.get("left_out", []))
     if len(streams) > 1:
         raise ValueError(f"the files count different streams: {', '.join(sorted(streams))}")
+    if len(shares) > 1:
+        raise ValueError(f"the shares come from runs cut {' and '.join(map(str, shares))} ways")
+    for count, read in shares.items():
+        if read != set(range(count)):
+            absent = ", ".join(f"{i}/{count}" for i in sorted(set(range(count)) - read))
+            raise ValueError(f"a sharded run's counts need every share: {absent} not given")
     return merged, left_out, streams.pop() if streams else ""
 
 

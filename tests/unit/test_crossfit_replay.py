@@ -81,20 +81,20 @@ def test_a_grid_over_one_channels_two_folds(d11_cache, monkeypatch):
     assert f"| always | SMAP | 2 | {scored:,} | {2000 / scored:.2f} |" in out.output
     assert "episodes on cross-fitted train" in out.output
 
-    # The counts can be recorded (not a shard's), and read back as the replay counted them.
+    # The counts can be recorded, a shard's too, and read back as the replay counted them.
     from stream_detector.evaluation.replay_counts import load_counts
 
     record = d11_cache.parent / "counts.json"
     one = [*args, "--channel", "D-11", "--dataset", "smap", "--save-counts", str(record)]
-    assert CliRunner().invoke(cf.main, [*one, "--shard", "0/1"]).exit_code == 2
-    assert not record.exists()
-    out = CliRunner().invoke(cf.main, one)
-    assert out.exit_code == 0, out.output
-    recorded, left_out, stream = load_counts([record])
-    assert recorded == {"always": {"SMAP": ReplayCount(2, scored)}}
-    assert left_out == [] and stream == "cross-fitted train"
-    stamped = json.loads(record.read_text())
-    assert stamped["recipe"]["fold_epochs"] is None and "--channel D-11" in stamped["source"]
+    for shard in ([], ["--shard", "0/1"]):
+        out = CliRunner().invoke(cf.main, [*one, *shard])
+        assert out.exit_code == 0, out.output
+        recorded, left_out, stream = load_counts([record])
+        assert recorded == {"always": {"SMAP": ReplayCount(2, scored)}}
+        assert left_out == [] and stream == "cross-fitted train"
+        stamped = json.loads(record.read_text())
+        assert stamped["recipe"]["fold_epochs"] is None and "--channel D-11" in stamped["source"]
+        assert stamped["shard"] == (shard[1] if shard else None)
 
     # Folds of another recipe are refused by name, not mixed in.
     (d11_cache / "crossfit" / "recipe.json").write_text('{"kind": "other"}\n')

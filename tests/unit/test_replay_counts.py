@@ -39,8 +39,10 @@ def _grid(tmp_path, names):
     return path
 
 
-def _save(path, counts, stream="cross-fitted train", grid="grid.json", left_out=()):
-    rc.save_counts(path, counts, stream=stream, grid=grid, left_out=left_out, source="a test")
+def _save(path, counts, stream="cross-fitted train", grid="grid.json", left_out=(), shard=None):
+    rc.save_counts(
+        path, counts, stream=stream, grid=grid, left_out=left_out, source="a test", shard=shard
+    )
     return path
 
 
@@ -57,12 +59,35 @@ def test_counts_are_read_back_as_written_and_files_of_two_data_sets_merge(tmp_pa
     assert merged["b"]["SMAP"].per_1k == 0.0 and left_out == ["S-2", "D-12"]
 
 
+def test_the_shares_of_a_sharded_run_are_summed_and_all_of_them_are_needed(tmp_path):
+    share = [
+        {"a": {"SMAP": ReplayCount(3, 900), "MSL": ReplayCount(1, 400)}},
+        {"a": {"SMAP": ReplayCount(2, 100)}},
+        {"a": {"MSL": ReplayCount(0, 600)}},
+    ]
+    files = [_save(tmp_path / f"{i}.json", c, shard=f"{i}/3") for i, c in enumerate(share)]
+    counts, _, _ = rc.load_counts(files)
+    assert counts == {"a": {"SMAP": ReplayCount(5, 1000), "MSL": ReplayCount(1, 1000)}}
+    with pytest.raises(ValueError, match="need every share: 1/3 not given"):
+        rc.load_counts([files[0], files[2]])
+    with pytest.raises(ValueError, match="share 0/3 is given twice"):
+        rc.load_counts([*files, files[0]])
+    whole = _save(tmp_path / "whole.json", {"a": {"MSL": ReplayCount(1, 1000)}})
+    with pytest.raises(ValueError, match="MSL is counted in more than one file"):
+        rc.load_counts([whole, *files])
+    with pytest.raises(ValueError, match="MSL is counted in more than one file"):
+        rc.load_counts([*files, whole])
+    other = _save(tmp_path / "other.json", {"a": {"SMAP": ReplayCount(1, 10)}}, shard="0/2")
+    with pytest.raises(ValueError, match="cut 3 and 2 ways"):
+        rc.load_counts([*files, other])
+
+
 def test_a_file_that_cannot_be_read_as_these_counts_is_refused_by_what_is_wrong(tmp_path):
     counts = {"a": {"MSL": ReplayCount(1, 10)}, "b": {"MSL": ReplayCount(2, 10)}}
     path = _save(tmp_path / "msl.json", counts)
     with pytest.raises(ValueError, match=r"another grid's variants .*not counted: \['c'\]"):
         rc.load_counts([path], [ThresholdVariant(n, {}) for n in "abc"])
-    with pytest.raises(ValueError, match="MSL of 'a' is counted in more than one file"):
+    with pytest.raises(ValueError, match="MSL is counted in more than one file"):
         rc.load_counts([path, path])
     other = _save(tmp_path / "other.json", {"a": {"SMAP": ReplayCount(1, 10)}}, stream="train")
     with pytest.raises(ValueError, match="different streams"):
