@@ -9,7 +9,7 @@ export SD_KAFKA__BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 export SD_REDIS__URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 export SD_DATA__ROOT ?= $(abspath ../shared/datasets/smap_msl)
 
-.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate race race-cache race-ensemble-cache race-diagnostics race-crossfit clean
+.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate race race-cache race-ensemble-cache race-diagnostics race-crossfit device-kit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -141,6 +141,22 @@ race-ensemble-cache: install ## the ensemble's race cache from its members' race
 	$(MAKE) race-cache RACE_MODEL=lstm_dt RACE_CACHE=artifacts/cache/lstm_dt
 	$(MAKE) race-cache RACE_MODEL=lstm_dt RACE_CACHE=artifacts/cache/lstm_dt_np10 RACE_FLAGS="--hp n_predictions=10"
 	$(BIN)/stream-detector combine artifacts/cache/lstm_dt artifacts/cache/lstm_dt_np10 --out artifacts/cache/ensemble
+
+# The device machine (docs/threshold-race.md, "Running the race on a device machine") has
+# torch but not these, and fetches nothing: their wheels for its Python 3.12, at the versions
+# installed here, and the data packed (84 MB as .npy, over what a call carries).
+DEVICE_WHEELS = kafka-python crc32c pydantic pydantic-core annotated-types typing-inspection \
+  pydantic-settings python-dotenv redis structlog
+device-kit: install ## .whl/ and .device/ for deploy/device/race.sh on a device machine (carry both)
+	rm -rf .whl && mkdir -p .whl .device
+	for p in $(DEVICE_WHEELS); do \
+	  v=$$($(BIN)/pip show $$p | sed -n 's/^Version: //p'); \
+	  $(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    -d .whl "$$p==$$v" || exit 1; \
+	done
+	tar -C $(dir $(SD_DATA__ROOT)) -cJf .device/smap_msl.tar.xz $(notdir $(SD_DATA__ROOT))
+	du -sh .whl .device
 
 clean: services-down ## remove caches and run state (keeps .venv)
 	rm -rf .run artifacts .pytest_cache .ruff_cache .mypy_cache
