@@ -24,6 +24,7 @@ FOLD_DATASET=${FOLD_DATASET:-both}  # "none" trains no fold models
 JOBS=${JOBS:-8}                     # race processes (training on the GPU, judging on a core)
 FOLD_JOBS=${FOLD_JOBS:-6}           # fold processes
 PYTHON=${PYTHON:-python3}
+CACHE_ROOT=${CACHE_ROOT:-artifacts/cache}
 WHEELS=${WHEELS:-.whl}              # "none" where the packages are installed (a CPU test)
 
 cd "$(dirname "$0")/../.."
@@ -44,7 +45,7 @@ if [ -z "${SD_DATA__ROOT:-}" ]; then
   export SD_DATA__ROOT="$work/smap_msl"
 fi
 export SD_MODEL__TORCH_THREADS=1 PYTHONUNBUFFERED=1
-cache=artifacts/cache/$RACE_NAME
+cache=$CACHE_ROOT/$RACE_NAME
 device=$("$PYTHON" -c "import torch; c = torch.cuda
 print(torch.__version__, c.get_device_name() if c.is_available() else 'without a GPU')")
 stamp "start: $RACE_NAME, $JOBS race and $FOLD_JOBS fold processes, torch $device"
