@@ -16,9 +16,11 @@ times the held-out part's steps. Every episode is counted as false: SMAP/MSL's t
 are meant to be nominal, though not all of them are clean. It reads no test label, and it
 chooses nothing: what a rule may make of it is written down before it is used.
 
-The fold models are a cost of their own (two trainings per channel; with the default recipe
-about 5 CPU-minutes each here); they are kept in ``<cache>/crossfit`` with their scores, so a
-second grid only replays. ``--fold-epochs N`` caps their training at N epochs, a cheaper stream
+The fold models are a cost of their own: two trainings per channel, about one training of
+the recipe per data set (MSL's 46 under telemanom's training took 30 minutes of two processes
+here; a GPU trains them in seconds, `deploy/device/race.sh`). They are kept in
+``<cache>/crossfit`` with their scores, so a second grid only replays, and ``--save-counts``
+records what the replay counted, for `replay_counts` to read once the models are gone. ``--fold-epochs N`` caps their training at N epochs, a cheaper stream
 whose errors run higher than the recipe's would; those fold models are kept apart, in
 ``<cache>/crossfit-epochsN``.
 

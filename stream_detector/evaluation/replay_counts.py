@@ -34,6 +34,7 @@ from stream_detector.evaluation.train_replay import (
     ReplayCount,
     agreement_lines,
     replay_agreement,
+    replay_options,
     replay_table,
 )
 from stream_detector.settings import Settings
@@ -207,21 +208,7 @@ def replay_report(
 @click.argument(
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-@click.option(
-    "--thresholds",
-    "grid",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="the threshold grid (JSON) the counts were replayed over",
-)
-@click.option(
-    "--against",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="a grid's results over the same thresholds: also print the transfer test (no label "
-    "read) and the agreement with the test false episodes (reads test labels), beside the "
-    "held-out part",
-)
+@replay_options
 @click.option(
     "--decide",
     is_flag=True,
