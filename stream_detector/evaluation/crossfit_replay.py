@@ -20,9 +20,9 @@ The fold models are a cost of their own: two trainings per channel, about one tr
 the recipe per data set (MSL's 46 under telemanom's training took 30 minutes of two processes
 here; a GPU trains them in seconds, `deploy/device/race.sh`). They are kept in
 ``<cache>/crossfit`` with their scores, so a second grid only replays, and ``--save-counts``
-records what the replay counted, for `replay_counts` to read once the models are gone. ``--fold-epochs N`` caps their training at N epochs, a cheaper stream
-whose errors run higher than the recipe's would; those fold models are kept apart, in
-``<cache>/crossfit-epochsN``.
+records what the replay counted, for `replay_counts` to read once the models are gone.
+``--fold-epochs N`` caps their training at N epochs, a cheaper stream whose errors run higher
+than the recipe's would; those fold models are kept apart, in ``<cache>/crossfit-epochsN``.
 
     python -m stream_detector.evaluation.crossfit_replay --cache artifacts/cache/lstm_dt_np10 \\
         --thresholds docs/threshold-pruning.json
