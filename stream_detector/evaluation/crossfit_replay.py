@@ -267,7 +267,7 @@ def main(
             stream=stream,
             grid=grid,
             left_out=skipped,
-            recipe=json.loads((cache / "recipe.json").read_text()) | {"fold_epochs": fold_epochs},
+            recipe=cache_recipe(cache).describe() | {"fold_epochs": fold_epochs},
             source=f"crossfit_replay --dataset {dataset} --cache {cache}"
             + "".join(f" --channel {c}" for c in channels),
             shard=shard,
