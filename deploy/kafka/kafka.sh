@@ -177,8 +177,12 @@ cmd_start() {
         echo "$new_config" >"$CONFIG"
         # Random cluster id: 16 random bytes, URL-safe base64 without padding,
         # the same format `kafka-storage random-uuid` prints (saves a JVM start).
-        local cluster_id
-        cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+        # Like Kafka's Uuid.randomUuid, redraw one that starts with '-': the argument
+        # parsers here and in wait_for_kafka.py read it as an option (1 start in 64).
+        local cluster_id=-
+        while [[ $cluster_id == -* ]]; do
+            cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+        done
         # Short-lived tool: C1-only JIT and serial GC start it fastest.
         java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -cp "$LIBS_DIR/*" \
             -Dlog4j2.configurationFile="$SCRIPT_DIR/log4j2.properties" \
