@@ -38,7 +38,7 @@ held the next 10 values of each row, nearly the same set).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,29 +113,26 @@ def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:
 def _compare_to_epsilon(
     e_s: np.ndarray,
     epsilon: float,
-    len_test: int,
     inter_range: float,
     chan_std: float,
     std: float,
-    window: int,
+    allowed_from: int,
+    before_offset: int,
     flagged_before: np.ndarray,
     config: BatchConfig,
 ) -> tuple[list[tuple[int, int]], list[int], float]:
     """One window's candidate sequences, their points, and the largest error neither
-    flagged now nor before. `flagged_before` is over the whole series."""
+    flagged now nor before. Only the window's points from `allowed_from` on may be flagged;
+    `flagged_before` is over the whole series, and a window's point x is looked up in it at
+    x + `before_offset`."""
     if not (std > 0.05 * chan_std or e_s.max() > 0.05 * inter_range) or not e_s.max() > 0.05:
         return [], [], 0.0
-    ignore = 2 * config.l_s if len_test >= 2500 else config.l_s if len_test >= 1800 else 0
     n = len(e_s)
     index = np.arange(n)
     hits = (e_s > epsilon) & (e_s > 0.05 * inter_range)
-    # Padded by the error buffer both ways, and only in the newest batch except in the
-    # first window (which is judged whole, after `ignore` errors).
-    allowed = (index >= ignore) if window == 0 else (index >= n - config.batch)
-    points = _dilate(hits, config.error_buffer) & allowed
-    # The 2018 code compares a window's index x with earlier finds at x + (window − 1)·batch,
-    # one batch before where that window starts (kept as it ran).
-    shifted = index + (window - 1) * config.batch
+    # Padded by the error buffer both ways, then cut to the part the window may flag.
+    points = _dilate(hits, config.error_buffer) & (index >= allowed_from)
+    shifted = index + before_offset
     inside = (shifted >= 0) & (shifted < len(flagged_before))
     before = np.zeros(n, dtype=bool)
     before[inside] = flagged_before[shifted[inside]]
@@ -174,9 +171,9 @@ def _prune(
 def _window_anomalies(
     e_s: np.ndarray,
     values: np.ndarray,
-    window: int,
+    allowed_from: int,
+    before_offset: int,
     flagged_before: np.ndarray,
-    len_test: int,
     config: BatchConfig,
 ) -> list[int]:
     """telemanom's ``get_anomalies``: the window's points flagged by its errors or by its
@@ -189,7 +186,15 @@ def _window_anomalies(
     found: set[int] = set()
     for errors, epsilon in ((e_s, mean + z * std), (inverted, mean + z_inv * std)):
         sequences, points, non_anom_max = _compare_to_epsilon(
-            errors, epsilon, len_test, inter_range, chan_std, std, window, flagged_before, config
+            errors,
+            epsilon,
+            inter_range,
+            chan_std,
+            std,
+            allowed_from,
+            before_offset,
+            flagged_before,
+            config,
         )
         if sequences:
             points = _prune(sequences, errors, non_anom_max, points, config.p)
@@ -217,14 +222,65 @@ def batch_sequences(
     while n_windows < 0:
         window_size -= 1
         n_windows = int((n - batch * window_size) / batch)
+    # The first window is judged whole after `ignore` errors, chosen by the series' length.
+    ignore = 2 * config.l_s if n >= 2500 else config.l_s if n >= 1800 else 0
     flagged = np.zeros(n, dtype=bool)
     for i in range(1, n_windows + 2):
         start = (i - 1) * batch
         # The 2018 code ends each window by the configured size, even where it shrank it.
         end = n if i == n_windows + 1 else config.window_size * batch + (i - 1) * batch
-        found = _window_anomalies(e_s[start:end], values[start:end], i - 1, flagged, n, config)
+        # Later windows flag their newest batch only. The 2018 code looks earlier finds up
+        # one batch before where the window starts (x + (window − 1)·batch; kept as it ran).
+        allowed = ignore if i == 1 else end - start - batch
+        found = _window_anomalies(
+            e_s[start:end], values[start:end], allowed, start - batch, flagged, config
+        )
         flagged[[j + start for j in found]] = True
     return _runs([int(i) for i in np.flatnonzero(flagged)])
+
+
+def causal_flags(
+    errors: np.ndarray,
+    values: np.ndarray,
+    config: BatchConfig = BatchConfig(),
+    warmup: int = 140,
+) -> np.ndarray:
+    """The batch form without its hindsight, one flag per error: each batch of
+    `config.batch` errors is judged when it is complete, in a window of at most
+    `config.window_size` batches that ends with it, so a decision comes at most one batch
+    late and reads no error after it. The smoothing has no flat start, and nothing before
+    error `warmup` is flagged (a fixed warm-up: a stream's length is not known while it
+    runs). From the first full window on, windows are the batch form's; the first window is
+    not judged whole, and a last, shorter batch is judged at the stream's end."""
+    if len(errors) != len(values):
+        raise ValueError(f"{len(errors)} errors but {len(values)} values")
+    if len(errors) == 0:
+        raise ValueError("no errors")
+    e_s = smoothed_errors(errors, config, flatten_start=False)
+    n, batch = len(errors), config.batch
+    flagged = np.zeros(n, dtype=bool)
+    for batch_start in range(0, n, batch):
+        end = min(n, batch_start + batch)
+        if end <= warmup:
+            continue
+        start = max(0, end - config.window_size * batch)
+        allowed = max(batch_start, warmup) - start
+        found = _window_anomalies(
+            e_s[start:end], values[start:end], allowed, start - batch, flagged, config
+        )
+        flagged[[j + start for j in found]] = True
+    return flagged
+
+
+def causal_batch_sequences(
+    errors: np.ndarray,
+    values: np.ndarray,
+    config: BatchConfig = BatchConfig(),
+    warmup: int = 140,
+) -> list[tuple[int, int]]:
+    """`causal_flags` as sequences, indexed like `errors` (ends inclusive)."""
+    flags = causal_flags(errors, values, config, warmup)
+    return _runs([int(i) for i in np.flatnonzero(flags)])
 
 
 @dataclass(frozen=True)
@@ -237,6 +293,13 @@ class CachedChannel:
     smoothed: np.ndarray  # telemanom's smoothed errors, from row `lead` on
     found: list[tuple[int, int]]  # the batch form's sequences, on test rows
     model: ServedModel
+    errors: np.ndarray  # telemanom's errors: the scores but the last n_predictions
+    values: np.ndarray  # the value each error is of
+
+    def causal_found(self, config: BatchConfig) -> list[tuple[int, int]]:
+        """The causal form's sequences (`causal_batch_sequences`), on test rows."""
+        found = causal_batch_sequences(self.errors, self.values, config)
+        return [(s + self.lead, e + self.lead) for s, e in found]
 
 
 def cached_channel(root: Path, cache: Path, chan: str, config: BatchConfig) -> CachedChannel:
@@ -258,24 +321,32 @@ def cached_channel(root: Path, cache: Path, chan: str, config: BatchConfig) -> C
         smoothed_errors(errors, config, flatten),
         found,
         ServedModel(load_checkpoint(cache / f"{chan}.pt", device="cpu")),
+        errors,
+        values,
     )
 
 
 @dataclass
 class BatchResult:
-    """Per label row, what the batch form found and what the streamed default found."""
+    """Per label row, what the batch form found and what the streamed default found (and,
+    when asked for, the causal form)."""
 
     rows: list[LabelRow]
     batch: list[ChannelCounts]
     streamed: list[ChannelCounts]
+    causal: list[ChannelCounts] = field(default_factory=list)
 
 
 def run_batch(
-    root: Path, dataset: str, cache: Path, channels: Sequence[str] | None = None
+    root: Path,
+    dataset: str,
+    cache: Path,
+    channels: Sequence[str] | None = None,
+    causal: bool = False,
 ) -> BatchResult:
     """Both processings on every cached channel's test errors (the cache of
     `evaluate --thresholds ... --score-cache`): the batch form, and the daemon's engine with
-    the default settings."""
+    the default settings; with `causal`, the batch form without hindsight too."""
     rows = [r for r in dataset_rows(root, dataset) if not channels or r.chan_id in channels]
     result = BatchResult([], [], [])
     config = BatchConfig()
@@ -286,6 +357,7 @@ def run_batch(
     for chan, chan_rows in tqdm(by_chan.items(), desc="telemanom, batch", unit="channel"):
         ch = cached_channel(root, cache, chan, config)
         streamed = run_engine(settings, ch.model, chan, ch.test, ch.scores).episodes()
+        causal_found = ch.causal_found(config) if causal else []
         for row in chan_rows:
             result.rows.append(row)
             result.batch.append(
@@ -294,6 +366,10 @@ def run_batch(
             result.streamed.append(
                 count_channel(chan, row.anomaly_sequences, streamed, row.num_values)
             )
+            if causal:
+                result.causal.append(
+                    count_channel(chan, row.anomaly_sequences, causal_found, row.num_values)
+                )
     return result
 
 
@@ -306,11 +382,16 @@ def batch_table(result: BatchResult, root: Path) -> str:
         picked = [i for i, r in enumerate(result.rows) if r.spacecraft == craft]
         chans = {result.rows[i].chan_id for i in picked}
         reference = [c for c in telemanom_reference(root, craft) if c.channel in chans]
-        for name, counts in (
+        processings: list[tuple[str, list[ChannelCounts] | None]] = [
             ("telemanom's 2018 processing, batch, on these errors", result.batch),
             ("the default, streamed (the daemon's engine), on these errors", result.streamed),
             ("telemanom's published run (its own model)", None),
-        ):
+        ]
+        if result.causal:
+            processings.insert(
+                1, ("telemanom's batches without hindsight (one batch late)", result.causal)
+            )
+        for name, counts in processings:
             chosen = reference if counts is None else [counts[i] for i in picked]
             m = summarise(chosen)
             lines.append(
@@ -407,12 +488,19 @@ def cache_options(cache_help: str) -> Callable[[Callable[..., Any]], Callable[..
     default=None,
     help="with one --channel: draw both processings of it into this PNG",
 )
+@click.option(
+    "--causal",
+    is_flag=True,
+    help="also score the batch form without hindsight: each batch of 70 judged once complete, "
+    "no flat start, a fixed warm-up of 140 (docs/threshold-race.md, thirty-second look)",
+)
 def main(
     cache: Path,
     dataset: str,
     channels: tuple[str, ...],
     data_root: Path | None,
     plot: Path | None,
+    causal: bool,
 ) -> None:
     """Score a model's cached test errors with telemanom's 2018 batch processing and with the
     streamed default, side by side with telemanom's published run (a diagnostic: test labels
@@ -423,7 +511,7 @@ def main(
             raise click.BadParameter("needs exactly one --channel", param_hint="--plot")
         click.echo(plot_channel(root, cache, channels[0], plot))
         return
-    result = run_batch(root, dataset, cache, list(channels) or None)
+    result = run_batch(root, dataset, cache, list(channels) or None, causal)
     click.echo(batch_table(result, root))
 
 

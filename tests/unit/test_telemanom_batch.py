@@ -100,6 +100,58 @@ def test_no_errors_is_an_error():
         tb.batch_sequences(np.zeros(0), np.zeros(0))
 
 
+def test_the_causal_form_matches_the_batch_form_once_windows_are_full():
+    errors = _errors()
+    errors[2600:2620] = 1.0
+    # The windows that see the bump (from 560–2659 on) are the batch form's, and the flat
+    # start only touched the first 250 smoothed errors, outside them.
+    assert tb.causal_batch_sequences(errors, VALUES) == tb.batch_sequences(errors, VALUES)
+    assert tb.causal_batch_sequences(errors, VALUES) == [(2590, 2659)]
+
+
+def test_the_causal_form_cannot_pad_back_past_the_batch_it_judges():
+    errors = _errors()
+    errors[1000:1020] = 1.0
+    ((batch_start, _),) = tb.batch_sequences(errors, VALUES)
+    assert batch_start < 980  # judged in hindsight: padded back into earlier batches
+    # One batch late: the bump first shows in the batch 980–1049 (window 0–1049), which is
+    # where its episode starts; the batches before it were judged before it came.
+    ((start, end),) = tb.causal_batch_sequences(errors, VALUES)
+    assert start == 980 and end > 1019
+
+
+def test_the_causal_form_warms_up_by_a_fixed_count_not_by_the_streams_length():
+    errors = _errors()
+    errors[400:420] = 1.0
+    # The batch form ignores the first 500 errors of a 3,000-error series, in hindsight.
+    assert tb.batch_sequences(errors, VALUES) == []
+    # The causal form judges from error 140 on; the bump shows in the batch 350–419.
+    assert tb.causal_batch_sequences(errors, VALUES) == [(350, 419)]
+    assert tb.causal_batch_sequences(errors, VALUES, warmup=500) == []
+
+
+def test_a_short_window_flags_nothing_since_the_buffer_would_cover_half_of_it():
+    errors = _errors()
+    errors[100:105] = 3.0
+    # find_z takes no ε whose padded hits (±100) cover half of the window or more, so until
+    # the window is long enough nothing is flagged, warm-up or not.
+    assert tb.causal_batch_sequences(errors, VALUES, warmup=0) == []
+
+
+def test_the_causal_form_reads_no_error_after_the_batch_it_judges():
+    rng = np.random.default_rng(3)
+    errors = _errors(3)
+    for at in rng.integers(200, N - 50, 6):
+        errors[at : at + 15] = rng.uniform(0.3, 1.0)
+    full = tb.causal_flags(errors, VALUES)
+    assert full.any()
+    # Cut anywhere: what was flagged before the cut's last complete batch does not change.
+    for cut in (700, 1555, 2100, 2345, 2990):
+        head = tb.causal_flags(errors[:cut], VALUES[:cut])
+        judged = cut - cut % 70
+        assert np.array_equal(head[:judged], full[:judged]), cut
+
+
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "smap_msl"
 
 
@@ -141,9 +193,14 @@ def test_both_processings_read_one_cache_and_the_streamed_one_is_the_grids_defau
     assert result.batch == [count_channel("D-11", row.anomaly_sequences, found, row.num_values)]
     out = CliRunner().invoke(
         tb.main, ["--cache", str(cache), "--dataset", "smap", "--channel", "D-11",
-                  "--data-root", str(DATA)],
+                  "--data-root", str(DATA), "--causal"],
     )  # fmt: skip
     assert out.exit_code == 0, out.output
+    causal = [(s + 29, e + 29) for s, e in tb.causal_batch_sequences(errors, test[29:-10, 0])]
+    assert tb.run_batch(DATA, "smap", cache, ["D-11"], causal=True).causal == [
+        count_channel("D-11", row.anomaly_sequences, causal, row.num_values)
+    ]
+    assert "| telemanom's batches without hindsight (one batch late) | SMAP | 1 |" in out.output
     assert "| telemanom's 2018 processing, batch, on these errors | SMAP | 1 |" in out.output
     assert "| telemanom's published run (its own model) | SMAP | 1 |" in out.output
     plotted = CliRunner().invoke(
