@@ -193,7 +193,7 @@ class ScoreRecord(_Record):
     ts: float
     score: float
     threshold: float | None
-    status: Literal["normal", "anomalous", "not_ready"]
+    status: Literal["normal", "anomalous", "not_ready", "pending"]
 
 
 class DeadLetterRecord(_Record):

@@ -54,7 +54,7 @@ from stream_detector.evaluation.runner import dataset_rows
 from stream_detector.evaluation.threshold_grid import run_engine
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
-from stream_detector.thresholds.telemanom import _dilate, find_z
+from stream_detector.thresholds.telemanom_batches import runs, window_anomalies
 from stream_detector.training.checkpoint import load_checkpoint
 
 
@@ -94,80 +94,6 @@ def smoothed_errors(
     return out
 
 
-def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:
-    """Consecutive runs of sorted distinct indices longer than one point, ends inclusive."""
-    runs: list[tuple[int, int]] = []
-    start = prev = None
-    for i in indices:
-        if prev is not None and i == prev + 1:
-            prev = i
-            continue
-        if start is not None and prev is not None and prev > start:
-            runs.append((start, prev))
-        start = prev = i
-    if start is not None and prev is not None and prev > start:
-        runs.append((start, prev))
-    return runs
-
-
-def _compare_to_epsilon(
-    e_s: np.ndarray,
-    epsilon: float,
-    inter_range: float,
-    chan_std: float,
-    std: float,
-    allowed_from: int,
-    before_offset: int,
-    flagged_before: np.ndarray,
-    config: BatchConfig,
-) -> tuple[list[tuple[int, int]], list[int], float]:
-    """One window's candidate sequences, their points, and the largest error neither
-    flagged now nor before. Only the window's points from `allowed_from` on may be flagged;
-    `flagged_before` is over the whole series, and a window's point x is looked up in it at
-    x + `before_offset`."""
-    if not (std > 0.05 * chan_std or e_s.max() > 0.05 * inter_range) or not e_s.max() > 0.05:
-        return [], [], 0.0
-    n = len(e_s)
-    index = np.arange(n)
-    hits = (e_s > epsilon) & (e_s > 0.05 * inter_range)
-    # Padded by the error buffer both ways, then cut to the part the window may flag.
-    points = _dilate(hits, config.error_buffer) & (index >= allowed_from)
-    shifted = index + before_offset
-    inside = (shifted >= 0) & (shifted < len(flagged_before))
-    before = np.zeros(n, dtype=bool)
-    before[inside] = flagged_before[shifted[inside]]
-    candidates = e_s[~points & ~before]
-    non_anom_max = float(candidates.max(initial=0.0))
-    ordered = [int(i) for i in np.flatnonzero(points)]
-    return _runs(ordered), ordered, non_anom_max
-
-
-def _prune(
-    sequences: list[tuple[int, int]],
-    e_s: np.ndarray,
-    non_anom_max: float,
-    points: list[int],
-    p: float,
-) -> list[int]:
-    """telemanom's ``prune_anoms``: walking the sequences' peaks from the highest down (and
-    the largest unflagged error after them), every sequence after the last drop of at least
-    `p` is removed. Peaks are taken over [start, end), as in the 2018 code."""
-    seq_max = [float(e_s[s:e].max()) for s, e in sequences]
-    peaks = sorted(seq_max, reverse=True)
-    if non_anom_max > 0:
-        peaks.append(non_anom_max)
-    remove: list[int] = []
-    for i in range(len(peaks) - 1):
-        if (peaks[i] - peaks[i + 1]) / peaks[i] < p:
-            remove.append(seq_max.index(peaks[i]))
-        else:
-            remove = []
-    kept = list(sequences)
-    for index in sorted(remove, reverse=True):
-        del kept[index]
-    return [i for i in points if any(s <= i <= e for s, e in kept)]
-
-
 def _window_anomalies(
     e_s: np.ndarray,
     values: np.ndarray,
@@ -176,30 +102,15 @@ def _window_anomalies(
     flagged_before: np.ndarray,
     config: BatchConfig,
 ) -> list[int]:
-    """telemanom's ``get_anomalies``: the window's points flagged by its errors or by its
-    errors flipped around their mean, each pruned on its own."""
-    high, low = np.percentile(values, [95, 5])
-    inter_range = float(high - low)
-    mean, std, chan_std = float(e_s.mean()), float(e_s.std()), float(values.std())
-    inverted = mean + (mean - e_s)
-    z, z_inv = find_z(e_s, config.error_buffer), find_z(inverted, config.error_buffer)
-    found: set[int] = set()
-    for errors, epsilon in ((e_s, mean + z * std), (inverted, mean + z_inv * std)):
-        sequences, points, non_anom_max = _compare_to_epsilon(
-            errors,
-            epsilon,
-            inter_range,
-            chan_std,
-            std,
-            allowed_from,
-            before_offset,
-            flagged_before,
-            config,
-        )
-        if sequences:
-            points = _prune(sequences, errors, non_anom_max, points, config.p)
-        found.update(points)
-    return sorted(found)
+    """One window's flagged points (`window_anomalies`, shared with the streamed
+    `telemanom_batches`), with the earlier finds of the whole series looked up at
+    x + `before_offset`."""
+    index = np.arange(len(e_s)) + before_offset
+    inside = (index >= 0) & (index < len(flagged_before))
+    before = np.zeros(len(e_s), dtype=bool)
+    before[inside] = flagged_before[index[inside]]
+    found, _ = window_anomalies(e_s, values, allowed_from, before, config.error_buffer, config.p)
+    return found
 
 
 def batch_sequences(
@@ -236,7 +147,7 @@ def batch_sequences(
             e_s[start:end], values[start:end], allowed, start - batch, flagged, config
         )
         flagged[[j + start for j in found]] = True
-    return _runs([int(i) for i in np.flatnonzero(flagged)])
+    return runs([int(i) for i in np.flatnonzero(flagged)])
 
 
 def causal_flags(
@@ -280,7 +191,7 @@ def causal_batch_sequences(
 ) -> list[tuple[int, int]]:
     """`causal_flags` as sequences, indexed like `errors` (ends inclusive)."""
     flags = causal_flags(errors, values, config, warmup)
-    return _runs([int(i) for i in np.flatnonzero(flags)])
+    return runs([int(i) for i in np.flatnonzero(flags)])
 
 
 @dataclass(frozen=True)

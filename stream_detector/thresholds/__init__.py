@@ -6,6 +6,7 @@ from stream_detector.thresholds import recent_max as _recent_max  # noqa: F401  
 from stream_detector.thresholds import spot as _spot  # noqa: F401  (registers "spot")
 from stream_detector.thresholds import static as _static  # noqa: F401  (train_quantile, ...)
 from stream_detector.thresholds import telemanom as _telemanom  # noqa: F401  (telemanom)
+from stream_detector.thresholds import telemanom_batches as _batches  # noqa: F401  (its batches)
 from stream_detector.thresholds.base import (
     Decision,
     ThresholdStrategy,

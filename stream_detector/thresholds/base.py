@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-Status = Literal["normal", "anomalous", "not_ready"]
+# "pending": in the window, not judged yet (a strategy that decides a batch at a time).
+Status = Literal["normal", "anomalous", "not_ready", "pending"]
 ThresholdState = dict[str, Any]  # JSON-able
 
 
@@ -54,6 +55,8 @@ class ThresholdStrategy(abc.ABC):
     # State keys that may change even on an anomalous score (e.g. a smoother's running
     # value); every other key must stay as it was, so an incident cannot move the threshold.
     volatile_keys: ClassVar[frozenset[str]] = frozenset()
+    # False for a strategy that learns every score, anomalous or not, by design.
+    protected: ClassVar[bool] = True
 
     @abc.abstractmethod
     def initial_state(self, prior: ScorePrior | None) -> ThresholdState:

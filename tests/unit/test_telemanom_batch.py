@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stream_detector.evaluation import telemanom_batch as tb
+from stream_detector.thresholds.telemanom_batches import prune_sequences, runs
 
 
 def test_smoothing_uses_pandas_adjusted_weights_and_a_flat_start():
@@ -22,8 +24,8 @@ def test_smoothing_uses_pandas_adjusted_weights_and_a_flat_start():
 
 
 def test_runs_drop_single_points():
-    assert tb._runs([1, 2, 3, 5, 7, 8]) == [(1, 3), (7, 8)]
-    assert tb._runs([4]) == [] and tb._runs([]) == []
+    assert runs([1, 2, 3, 5, 7, 8]) == [(1, 3), (7, 8)]
+    assert runs([4]) == [] and runs([]) == []
 
 
 def test_pruning_removes_what_follows_the_last_big_drop():
@@ -34,10 +36,10 @@ def test_pruning_removes_what_follows_the_last_big_drop():
     # Peaks 1.0, 0.95, 0.5, then the largest unflagged error 0.45: 1.0 → 0.95 drops 5 %
     # (< p, marked), 0.95 → 0.5 drops 47 % (clears the marks), 0.5 → 0.45 drops 10 %
     # (< p: the 0.5 sequence goes).
-    kept = tb._prune(sequences, e_s, 0.45, points, p=0.13)
+    kept = prune_sequences(sequences, e_s, 0.45, points, p=0.13)
     assert kept == list(range(0, 6)) + list(range(10, 16))
     # Without an unflagged error close below it, the 0.5 sequence stays.
-    assert tb._prune(sequences, e_s, 0.1, points, p=0.13) == points
+    assert prune_sequences(sequences, e_s, 0.1, points, p=0.13) == points
 
 
 N = 3000
@@ -150,6 +152,40 @@ def test_the_causal_form_reads_no_error_after_the_batch_it_judges():
         head = tb.causal_flags(errors[:cut], VALUES[:cut])
         judged = cut - cut % 70
         assert np.array_equal(head[:judged], full[:judged]), cut
+
+
+def test_the_streamed_strategy_decides_each_batch_as_the_causal_form_flags_it():
+    from stream_detector.thresholds import build_threshold
+    from stream_detector.thresholds.state_codec import pack_state, unpack_state
+
+    errors = _errors(4)
+    # The third bump is no higher than the second, still in its window: pruned. The fourth is.
+    for at, length, height in (
+        (450, 30, 0.66),
+        (1200, 38, 0.98),
+        (1900, 38, 0.72),
+        (2600, 30, 3.0),
+    ):
+        errors[at : at + length] = height
+    flags = tb.causal_flags(errors, VALUES)
+    thr = build_threshold("telemanom_batches")
+    state = thr.initial_state(None)
+    verdicts: dict[int, bool] = {}
+    for i, (error, value) in enumerate(zip(errors, VALUES, strict=True)):
+        if i == 1500:  # a round trip through the store mid-stream changes nothing
+            state = unpack_state(json.loads(json.dumps(pack_state(state))))
+        state, decision = thr.step(state, float(error), float(value))
+        end = i + 1
+        if end % 70:
+            assert decision.status == ("pending" if end > 140 else "not_ready")
+        elif end <= 140:
+            assert decision.status == "not_ready"
+        else:
+            verdicts[end] = decision.anomalous
+    # 3,000 errors: the last 60 are a batch still open, which a stream has not judged yet.
+    expected = {end: bool(flags[end - 70 : end].any()) for end in range(210, 2961, 70)}
+    assert verdicts == expected
+    assert [end for end, anomalous in expected.items() if anomalous] == [490, 1260, 2660]
 
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "smap_msl"
