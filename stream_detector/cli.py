@@ -21,6 +21,7 @@ from stream_detector.logging import configure_logging
 from stream_detector.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from stream_detector.evaluation.threshold_grid import VariantResult
     from stream_detector.models.base import FitConfig, RecipeDefaults
 
 
@@ -697,11 +698,14 @@ def grid_report(
     """One grid report from the shares of `evaluate --thresholds ... --shard I/N`: each
     SHARE is an --out folder of one (or its grid-results.pkl). The channels are put back in
     the label file's order, so the report (and its bootstrap) is the one a single run over
-    all of them writes."""
+    all of them writes. Shares run with different variants of the grid over the same
+    channels are joined: a variant added to a grid is judged alone, then reported with the
+    rest (the variants in the grid's order)."""
     from stream_detector.evaluation.runner import dataset_rows
     from stream_detector.evaluation.threshold_grid import (
         RESULTS_FILE,
         incumbent_variant,
+        join_variants,
         load_grid,
         load_results,
         merge_results,
@@ -714,12 +718,16 @@ def grid_report(
     try:
         parts = [load_results(p) for p in shares]
         order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
-        results = merge_results(parts, order)
+        by_grid: dict[tuple[str, ...], list[dict[str, VariantResult]]] = {}
+        for part in parts:
+            by_grid.setdefault(tuple(part), []).append(part)
+        joined = join_variants([merge_results(same, order) for same in by_grid.values()])
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     variants = load_grid(grid)
-    if [v.name for v in variants] != list(results):
+    if sorted(v.name for v in variants) != sorted(joined):
         raise click.BadParameter("not the grid the shares were run with", param_hint="--thresholds")
+    results = {v.name: joined[v.name] for v in variants}
     doc = write_grid(results, root, kind, out, variants, incumbent_variant(variants, settings))
     save_results(results, out / RESULTS_FILE)
     click.echo(doc.read_text())

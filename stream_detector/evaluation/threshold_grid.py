@@ -486,6 +486,28 @@ def merge_results(
     return merged
 
 
+def join_variants(groups: Sequence[dict[str, VariantResult]]) -> dict[str, VariantResult]:
+    """Grid results of different variants over the same channels as one result: a variant
+    is judged on a channel independently of the others (the same scores, the same seeded
+    injections), so a variant added to a grid needs no re-run of the rest."""
+    if not groups:
+        raise ValueError("nothing to join")
+
+    def channels(group: dict[str, VariantResult]) -> list[str]:
+        first = next(iter(group.values()))
+        return [r.chan_id for r in first.rows] + [r.chan_id for r in first.injected_rows]
+
+    joined: dict[str, VariantResult] = {}
+    for group in groups:
+        if channels(group) != channels(groups[0]):
+            raise ValueError("the variants to join were not run on the same channels")
+        for name, result in group.items():
+            if name in joined:
+                raise ValueError(f"variant {name!r} is in two shares of different grids")
+            joined[name] = result
+    return joined
+
+
 RESULTS_FILE = "grid-results.pkl"
 
 

@@ -160,6 +160,56 @@ def test_shares_of_the_channels_merge_into_the_single_run(tmp_path):
     assert wrong.exit_code != 0 and "not the grid the shares were run with" in wrong.output
 
 
+def test_a_variant_judged_alone_joins_the_rest_of_its_grid(tmp_path):
+    from click.testing import CliRunner
+
+    from stream_detector.cli import main
+
+    cache = tmp_path / "cache"
+    chans = ["A-1", "P-2"]
+    whole = run_grid(DATA, "smap", RECIPE, Settings(), VARIANTS, chans, False, cache=cache)
+    # Each variant alone, each channel alone: four shares of one run.
+    shares = {
+        (v.name, c): run_grid(DATA, "smap", RECIPE, Settings(), [v], [c], False, cache=cache)
+        for v in reversed(VARIANTS)
+        for c in chans
+    }
+    alone = [
+        threshold_grid.merge_results([shares[(v.name, c)] for c in chans], chans)
+        for v in reversed(VARIANTS)
+    ]
+    joined = threshold_grid.join_variants(alone)
+    assert {name: joined[name] for name in whole} == whole
+    with pytest.raises(ValueError, match="not run on the same channels"):
+        threshold_grid.join_variants([alone[0], shares[(VARIANTS[0].name, "A-1")]])
+    with pytest.raises(ValueError, match="in two shares of different grids"):
+        threshold_grid.join_variants([alone[0], alone[0]])
+    grid = tmp_path / "grid.json"
+    grid.write_text(
+        __import__("json").dumps(
+            [{"name": v.name, "threshold": v.threshold, "alerts": v.alerts} for v in VARIANTS]
+        )
+    )
+    folders = []
+    for i, share in enumerate(shares.values()):
+        threshold_grid.save_results(share, tmp_path / f"share-{i}" / threshold_grid.RESULTS_FILE)
+        folders.append(str(tmp_path / f"share-{i}"))
+    out = CliRunner().invoke(
+        main,
+        ["grid-report", *folders, "--thresholds", str(grid), "--model", "dense_ae",
+         "--out", str(tmp_path / "joined"), "--data-root", str(DATA)],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    # In the grid's order, and the single run's report but for the time it was written.
+    reported = threshold_grid.load_results(tmp_path / "joined" / threshold_grid.RESULTS_FILE)
+    assert list(reported) == [v.name for v in VARIANTS] and reported == whole
+    single = threshold_grid.write_grid(
+        whole, DATA, "dense_ae", tmp_path / "single", VARIANTS, "default"
+    )
+    joined_doc = (tmp_path / "joined" / "thresholds.md").read_text()
+    assert joined_doc.splitlines()[:-1] == single.read_text().splitlines()[:-1]
+
+
 def test_scores_cached_by_another_scorer_are_scored_again_not_reused(tmp_path, monkeypatch):
     """Same recipe stamp, but the scores were made another way (or before the scorer mark)."""
     cache = tmp_path / "cache"
