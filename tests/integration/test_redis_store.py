@@ -12,9 +12,9 @@ import redis
 
 from stream_detector.buffers import ChannelBuffer
 from stream_detector.engine import ChannelState
+from stream_detector.thresholds import build_threshold
 from stream_detector.thresholds.state_codec import unpack_state
 from stream_detector.thresholds.store import RedisStateStore, StoreUnavailable
-from stream_detector.thresholds.telemanom import TelemanomThreshold
 
 pytestmark = pytest.mark.integration
 
@@ -104,12 +104,13 @@ def test_an_outage_is_reported_as_unavailable_and_passes(redis_server, redis_url
     assert store.save([_state("A", 5, 0.5)]) == 1
 
 
+@pytest.mark.parametrize("kind", ["telemanom", "telemanom_batches"])
 def test_a_telemanom_state_comes_back_from_redis_deciding_as_before(
-    store: RedisStateStore,
+    store: RedisStateStore, kind: str
 ) -> None:
     # Its windows are stored packed (state_codec); the copy read back must carry on exactly
-    # as the state that never left memory.
-    strategy = TelemanomThreshold()
+    # as the state that never left memory (the batch form mid-batch, its verdict pending).
+    strategy = build_threshold(kind)
     rng = np.random.default_rng(5)
     scores = np.abs(rng.normal(0, 0.05, 3000))
     scores[2600:2700] += 0.6

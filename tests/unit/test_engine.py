@@ -153,3 +153,38 @@ def test_offline_run_reports_an_episode_still_open_at_the_end():
     assert run.still_open == (250, 299)
     assert run.episodes()[-1] == (250, 299)
     assert [a.state for a in run.alerts if a.first_seq == 250] == ["open"]
+
+
+def _batches_engine() -> DetectionEngine:
+    # Batches of 20 scores, an episode back-dated to its batch's first score.
+    return DetectionEngine(
+        MeanAbsModel(),
+        build_threshold(
+            "telemanom_batches", span=5, window=200, batch=20, error_buffer=5, warmup=50
+        ),
+        EpisodeRules(hold_down=30, lead=19),
+        max_batch_size=7,
+        topic="telemetry",
+    )
+
+
+def test_a_batch_strategy_opens_at_its_verdict_from_the_batchs_first_step():
+    alerts = _process(_batches_engine(), MemoryStateStore(), _records(_stream()))
+    opens = {a.channel: a for a in alerts if a.state == "open"}
+    # A's scores start at seq 4 (window 5): its 5th batch, scores 81–100, is seqs 84–103,
+    # and the anomaly at seq 100 is judged at seq 103, the batch's last step. B's at 200
+    # falls in scores 181–200, seqs 184–203.
+    assert (opens["A"].first_seq, opens["A"].last_seq) == (84, 103)
+    assert (opens["B"].first_seq, opens["B"].last_seq) == (184, 203)
+
+
+@pytest.mark.parametrize("crash_at", [1, 68, 69, 100, 135, 150])
+def test_a_batch_strategy_restarted_mid_batch_gives_the_same_alerts(crash_at):
+    records = _records(_stream())
+    reference = _process(_batches_engine(), MemoryStateStore(), records)
+    assert reference
+    store = MemoryStateStore()
+    first = _process(_batches_engine(), store, records[:crash_at], crash=True)
+    resumed = _process(_batches_engine(), store, records[max(0, crash_at - 9) :])
+    key = lambda a: (a.alert_id, a.revision, a.state)  # noqa: E731
+    assert sorted(set(map(key, first + resumed))) == sorted(map(key, reference))
