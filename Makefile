@@ -102,8 +102,9 @@ race: race-cache ## the threshold race: race-cache, then every variant of RACE_G
 	  --thresholds $(RACE_GRID) --model $(or $(RACE_MODEL),lstm_dt) --out artifacts/eval/race-$(RACE_NAME)
 
 # The diagnostics on a race cache, after `make race`: telemanom's 2018 batch processing of its
-# errors (and the same without hindsight, one batch late), the default threshold's rules undone one at a time, and each grid variant over the
-# whole train split (docs/threshold-race.md, thirteenth and fourteenth looks). Minutes, not hours.
+# errors (and the same without hindsight, one batch late), the default threshold's rules
+# undone one at a time, and each grid variant over the whole train split
+# (docs/threshold-race.md, thirteenth, fourteenth and thirty-second looks). Minutes, not hours.
 race-diagnostics: install ## telemanom_batch, streamed_ablation and train_replay on RACE_CACHE → artifacts/eval/diagnostics-RACE_NAME
 	mkdir -p artifacts/eval/diagnostics-$(RACE_NAME)
 	$(BIN)/python -m stream_detector.evaluation.telemanom_batch --cache $(RACE_CACHE) --causal \
