@@ -14,6 +14,7 @@ from stream_detector.evaluation.threshold_grid import load_grid
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = load_grid(REPO / "docs" / "threshold-race-lstm-dt.json")
+BATCHES_GRID = load_grid(REPO / "docs" / "threshold-race-batches.json")
 
 
 def _table(header_start: str) -> list[list[str]]:
@@ -31,34 +32,44 @@ def _name(cell: str) -> str:
     return re.sub(r" \(the default\)$", "", cell)
 
 
-# (files, a glob under docs/replay-counts; the table's header; {spacecraft: (column, scored steps)})
+# (files, a glob under docs/replay-counts; the table's header; {spacecraft: (column, scored
+# steps)}; the grid they count)
 RECORDED = [
     (
         "lstm_dt_np10-gpu.json",
         "| threshold (race grid) | SMAP: cross-fitted train (110,281 steps)",
         {"SMAP": (1, 110_281), "MSL": (4, 43_940)},
+        GRID,
     ),
     (
         "telemanom-recipe-msl.json",
         "| threshold (race grid), MSL | episodes on the cross-fitted train (43,526 steps)",
         {"MSL": (1, 43_526)},
+        GRID,
     ),
     (
         "telemanom-recipe-smap/crossfit-shard-*-of-8.json",
         "| threshold (race grid), SMAP | episodes on the cross-fitted train (109,399 steps)",
         {"SMAP": (1, 109_399)},
+        GRID,
+    ),
+    (
+        "telemanom-recipe-batches/crossfit-*.json",
+        "| threshold (race grid and telemanom's batches) | MSL: episodes on the cross-fitted",
+        {"MSL": (1, 43_526), "SMAP": (2, 109_399)},
+        BATCHES_GRID,
     ),
 ]
 
 
-@pytest.mark.parametrize(("pattern", "header", "columns"), RECORDED)
-def test_the_recorded_counts_are_the_documents_tables(pattern, header, columns):
+@pytest.mark.parametrize(("pattern", "header", "columns", "grid"), RECORDED)
+def test_the_recorded_counts_are_the_documents_tables(pattern, header, columns, grid):
     files = sorted((REPO / "docs" / "replay-counts").glob(pattern))
     assert files, pattern
-    counts, _, stream = load_counts(files, GRID)
+    counts, _, stream = load_counts(files, grid)
     assert stream == "cross-fitted train"
     rows = _table(header)
-    assert [_name(r[0]) for r in rows] == [v.name for v in GRID]
+    assert [_name(r[0]) for r in rows] == [v.name for v in grid]
     for row in rows:
         for craft, (column, steps) in columns.items():
             c = counts[_name(row[0])][craft]
