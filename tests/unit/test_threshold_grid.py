@@ -102,6 +102,17 @@ def test_grid_default_variant_equals_evaluate_and_the_cache_replays_it(tmp_path,
         assert again[variant.name].validation_episodes == results[variant.name].validation_episodes
 
 
+def _grid_file(tmp_path):
+    """VARIANTS as the grid file `evaluate --thresholds` and `grid-report` read."""
+    grid = tmp_path / "grid.json"
+    grid.write_text(
+        __import__("json").dumps(
+            [{"name": v.name, "threshold": v.threshold, "alerts": v.alerts} for v in VARIANTS]
+        )
+    )
+    return grid
+
+
 def test_shares_of_the_channels_merge_into_the_single_run(tmp_path):
     from click.testing import CliRunner
 
@@ -123,12 +134,7 @@ def test_shares_of_the_channels_merge_into_the_single_run(tmp_path):
     with pytest.raises(ValueError, match="different grids"):
         threshold_grid.merge_results([shares[0], {"other": shares[1]["default"]}], order)
     # Through the files `evaluate --thresholds` writes, and the command that reads them.
-    grid = tmp_path / "grid.json"
-    grid.write_text(
-        __import__("json").dumps(
-            [{"name": v.name, "threshold": v.threshold, "alerts": v.alerts} for v in VARIANTS]
-        )
-    )
+    grid = _grid_file(tmp_path)
     folders = []
     for i, share in enumerate(shares):
         threshold_grid.save_results(share, tmp_path / f"share-{i}" / threshold_grid.RESULTS_FILE)
@@ -184,12 +190,7 @@ def test_a_variant_judged_alone_joins_the_rest_of_its_grid(tmp_path):
         threshold_grid.join_variants([alone[0], shares[(VARIANTS[0].name, "A-1")]])
     with pytest.raises(ValueError, match="in two shares of different grids"):
         threshold_grid.join_variants([alone[0], alone[0]])
-    grid = tmp_path / "grid.json"
-    grid.write_text(
-        __import__("json").dumps(
-            [{"name": v.name, "threshold": v.threshold, "alerts": v.alerts} for v in VARIANTS]
-        )
-    )
+    grid = _grid_file(tmp_path)
     folders = []
     for i, share in enumerate(shares.values()):
         threshold_grid.save_results(share, tmp_path / f"share-{i}" / threshold_grid.RESULTS_FILE)
