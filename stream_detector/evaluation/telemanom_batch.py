@@ -31,8 +31,14 @@ dropped, which keeps its window count and warm-up as they were. And on a short s
 range of the values is taken over the predicted value of each row (telemanom's ``y_test``
 held the next 10 values of each row, nearly the same set).
 
+**Without the hindsight** (``--causal``, `causal_flags`): every batch judged when it is
+complete, in the window that ends with it, with no flat start and a fixed warm-up, so that
+a decision reads no error after its batch. Its window code is the daemon's
+(`thresholds/telemanom_batches.py`, which streams this form); the thirty-second look of
+docs/threshold-race.md measured what the hindsight was worth (on SMAP, almost nothing).
+
     python -m stream_detector.evaluation.telemanom_batch --cache artifacts/cache/lstm_dt_np10 \\
-        --dataset msl
+        --dataset msl [--causal]
 """
 
 from __future__ import annotations
