@@ -169,7 +169,7 @@ def window_anomalies(
 class TelemanomBatches(ThresholdStrategy):
     # Unprotected by design (telemanom's window takes every error): every key moves.
     volatile_keys: ClassVar[frozenset[str]] = frozenset(
-        {"num", "den", "n", "errors", "values", "flagged", "eps", "last_value"}
+        {"num", "den", "n", "errors", "values", "flagged", "eps"}
     )
     protected: ClassVar[bool] = False
 
@@ -225,7 +225,6 @@ class TelemanomBatches(ThresholdStrategy):
             "n": 0,
             "errors": [],
             "values": [],
-            "last_value": 0.0,
             "flagged": [],  # stream indices flagged by earlier verdicts still in reach
             "eps": None,
         }
@@ -241,12 +240,13 @@ class TelemanomBatches(ThresholdStrategy):
         # A score that is not a number says nothing: the smoothed error stays where it was,
         # and the stream's count of scores, which places the batches, still moves.
         es = state["num"] / state["den"] if state["den"] > 0 else 0.0
-        if value is not None and math.isfinite(value):
-            state["last_value"] = float(value)
+        # A missing value repeats the last one, so the values stay aligned with the errors.
+        if value is None or not math.isfinite(value):
+            value = state["values"][-1] if state["values"] else 0.0
         state["n"] += 1
         n = state["n"]
         state["errors"] = _pushed(state["errors"], float(es), self.window)
-        state["values"] = _pushed(state["values"], state["last_value"], self.window)
+        state["values"] = _pushed(state["values"], float(value), self.window)
         eps = state["eps"]
         if n % self.batch:
             return state, Decision("pending" if n > self.warmup else "not_ready", eps)
