@@ -1,0 +1,371 @@
+"""A key on long streams: anomalies injected late into the cross-fitted halves of train.
+
+The threshold race's rules judge a variant by the event F1 on anomalies injected into the
+held-out part of train: runs of a few hundred steps after about 250 of context. A strategy
+that needs a long warm-up (`telemanom_batches` flags nothing until its window holds about
+four error buffers) cannot show there what it does once warm, and a daemon is warm almost
+all of its life (docs/threshold-race.md, thirty-third and thirty-fourth looks).
+
+Here the runs are the cross-fitted halves of `crossfit_replay`: a fold model trained on one
+half of a channel's train split scores the other half, out of sample, from its start. Each
+half gets one anomaly as late as it can hold one, eight times over (the held-out key's kinds
+and directions, copy by copy), is scored by its fold model and replayed through the daemon's
+engine with every variant. Every episode that misses the anomaly counts as false, so a
+variant noisy anywhere in the half pays in precision. No test label is read.
+
+The runs take the place of a grid's injected runs (`with_key`), so the rules and checks that
+read those (`race_decision`, `check_proxy`) read this key unchanged.
+
+    python -m stream_detector.evaluation.crossfit_injection run --dataset both \\
+        --cache artifacts/cache/telemanom-recipe --thresholds docs/threshold-race-batches.json \\
+        --out artifacts/eval/crossfit-injected
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from stream_detector.data.smap_msl import LabelRow
+from stream_detector.evaluation.crossfit_replay import (
+    cache_recipe,
+    channel_folds,
+    fold_folder,
+    fold_recipe,
+)
+from stream_detector.evaluation.injection import KINDS, Injected, inject_anomalies
+from stream_detector.evaluation.proxy_check import (
+    MAX_VOLUME,
+    MIN_RELIABILITY,
+    MIN_TRANSFER,
+    check_proxy,
+)
+from stream_detector.evaluation.replay_counts import decision_lines, load_counts
+from stream_detector.evaluation.runner import dataset_rows
+from stream_detector.evaluation.telemanom_batch import cache_options
+from stream_detector.evaluation.threshold_grid import (
+    INJECTION_COPIES,
+    INJECTION_LENGTH,
+    INJECTION_MARGIN,
+    INJECTION_WARMUP,
+    ScoreCache,
+    ThresholdVariant,
+    VariantResult,
+    incumbent_variant,
+    judge_injected,
+    label_free_scores,
+    load_grid,
+    load_results,
+    merge_results,
+    raw_scores,
+    save_results,
+)
+from stream_detector.evaluation.train_replay import replay_agreement
+from stream_detector.serving import ServedModel
+from stream_detector.settings import Settings
+
+__all__ = ["LATE_KEY", "late_injection", "run_late_injection", "with_key"]
+
+# The fold cache's key of one copy's scores: change it whenever the injection changes.
+LATE_KEY = "late_v1_copy{copy}"
+
+
+def late_injection(half: np.ndarray, chan: str, fold: int, copy: int, window: int) -> Injected | None:
+    """One anomaly in `half`, ending `INJECTION_MARGIN` steps before its end: of the
+    channel's kinds in turn (the held-out key's order, `held_out_injection`), going up in the
+    first round of kinds and down in the second. None if it would start before
+    ``window + INJECTION_WARMUP`` steps (too little warm-up to judge a threshold by), or if the
+    channel's first column is constant in the half (no scale to size an anomaly by)."""
+    t = len(half)
+    # inject_anomalies places slot 0 at lead + margin: this lead leaves exactly one slot,
+    # the last one the half can hold.
+    lead = t - INJECTION_LENGTH - 2 * INJECTION_MARGIN
+    if lead + INJECTION_MARGIN < window + INJECTION_WARMUP:
+        return None
+    column = half[:, 0]
+    if np.ptp(column) <= 0:
+        return None
+    return inject_anomalies(
+        half,
+        spread=float(np.std(column)),
+        lead=lead,
+        length=INJECTION_LENGTH,
+        margin=INJECTION_MARGIN,
+        seed=zlib.crc32(f"{chan}/fold{fold}/late/{copy}".encode()),
+        count=1,
+        kind=KINDS[(zlib.crc32(chan.encode()) + copy) % len(KINDS)],
+        sign=1.0 if (copy // len(KINDS)) % 2 == 0 else -1.0,
+    )
+
+
+def run_late_injection(
+    root: Path,
+    dataset: str,
+    cache: Path,
+    variants: Sequence[ThresholdVariant],
+    channels: Sequence[str] | None = None,
+    base: Settings | None = None,
+    copies: int = INJECTION_COPIES,
+) -> tuple[dict[str, VariantResult], list[str]]:
+    """variant → its injected runs over every fold's copies (only the injected fields are
+    filled), and the halves left out ("chan fold N"). The fold models are `crossfit_replay`'s
+    (trained there if missing); each copy's scores are kept beside theirs."""
+    base = base or Settings()
+    recipe = fold_recipe(cache_recipe(cache))
+    store = ScoreCache(fold_folder(cache), recipe)
+    first_row: dict[str, LabelRow] = {}
+    for row in dataset_rows(root, dataset):
+        if not channels or row.chan_id in channels:
+            first_row.setdefault(row.chan_id, row)
+    results = {v.name: VariantResult() for v in variants}
+    left_out: list[str] = []
+    for chan, row in tqdm(first_row.items(), desc="late injections", unit="channel"):
+        folds = channel_folds(root, chan, recipe, store, base)
+        if not folds:
+            left_out.append(f"{chan} (train too short to halve)")
+        for fold in folds:
+            key = f"{chan}.fold{fold.index}"
+            cached = store.load(key)
+            arrays = dict(cached[1]) if cached is not None else {}
+            model = ServedModel(fold.checkpoint)
+            injections: list[tuple[Injected, np.ndarray]] = []
+            added = False
+            for copy in range(copies):
+                injected = late_injection(fold.scored, chan, fold.index, copy, fold.checkpoint.window)
+                if injected is None:
+                    continue
+                name = LATE_KEY.format(copy=copy)
+                if name not in arrays:
+                    arrays[name] = raw_scores(base, model, chan, injected.values)
+                    added = True
+                injections.append((injected, arrays[name]))
+            if not injections:
+                left_out.append(f"{chan} fold {fold.index}")
+                continue
+            if added:
+                store.save(key, fold.checkpoint, arrays)
+            for variant in variants:
+                settings = variant.settings(base)
+                result = results[variant.name]
+                for injected, scores in injections:
+                    result.injected.append(judge_injected(settings, model, chan, injected, scores))
+                    result.injected_rows.append(row)
+                    result.injected_kinds.append(list(injected.kinds))
+    return results, left_out
+
+
+def with_key(
+    grid: dict[str, VariantResult], late: dict[str, VariantResult]
+) -> dict[str, VariantResult]:
+    """A grid's results with `late`'s injected runs in place of its own: the test runs and
+    the held-out clean runs stay, so the rules and `check_proxy` read the late key. Every
+    non-oracle variant of the grid must have late runs."""
+    missing = [n for n, r in grid.items() if not r.oracle and n not in late]
+    if missing:
+        raise ValueError(f"no late injected runs of: {', '.join(missing)}")
+    return {
+        name: res
+        if res.oracle
+        else dataclasses.replace(
+            res,
+            injected=list(late[name].injected),
+            injected_rows=list(late[name].injected_rows),
+            injected_kinds=list(late[name].injected_kinds),
+        )
+        for name, res in grid.items()
+    }
+
+
+def key_report(
+    late: dict[str, VariantResult],
+    grid: dict[str, VariantResult],
+    counts_files: Sequence[Path],
+    variants: Sequence[ThresholdVariant],
+    settings: Settings,
+) -> str:
+    """The thirty-fourth look's checks of the late key and rule v6's verdict, then the key
+    beside the held-out one per variant. Reads no test label: the test runs enter only as
+    unlabelled volume (flagged share, episodes per 1,000 steps)."""
+    keyed = with_key(grid, late)
+    checks = check_proxy(keyed)
+    counts, _, stream = load_counts(counts_files, variants)
+    transfer = replay_agreement(counts, grid)
+    lines = [
+        f"| data | variants | ρ of the halves | reliability (bar ≥ {MIN_RELIABILITY}) "
+        f"| volume ρ (bar ≤ {MAX_VOLUME}) | quiet half's transfer ρ (bar ≥ {MIN_TRANSFER}) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    passed = True
+    for craft, c in checks.items():
+        moved = transfer.get(craft)
+        transfers = moved is not None and moved.transfers
+        passed = passed and c.reliable and c.ignores_volume and transfers
+        lines.append(
+            f"| {craft} | {len(c.variants)} | {c.half_rho:.2f} | {c.reliability:.2f} "
+            f"({'passes' if c.reliable else 'fails'}) | {c.volume:.2f} "
+            f"({'passes' if c.ignores_volume else 'fails'}) | "
+            + (f"{moved.transfer:.2f} ({'passes' if transfers else 'fails'})" if moved else "none")
+            + " |"
+        )
+    incumbent = incumbent_variant(variants, settings)
+    if incumbent is None:
+        raise ValueError("the grid has no variant the settings build")
+    verdict = decision_lines(counts, keyed, incumbent).replace(
+        "rule v5 (docs/threshold-race.md, thirtieth look;",
+        "rule v6 (docs/threshold-race.md, thirty-fourth look: v5 on the late key;",
+    )
+    lines += [
+        "",
+        ("every check passes: rule v6 may judge" if passed else "a check fails: rule v6 may not judge")
+        + f" ({stream} as the quiet half)",
+        verdict,
+    ]
+    late_scores, held_scores = label_free_scores(keyed), label_free_scores(grid)
+    crafts = sorted(checks)
+    lines += [
+        "",
+        "| threshold | "
+        + " | ".join(f"late key {c} | held-out key {c} | episodes/1k {stream} {c}" for c in crafts)
+        + " |",
+        "|---|" + "---:|" * (3 * len(crafts)),
+    ]
+    for name, res in grid.items():
+        if res.oracle:
+            continue
+        cells = []
+        for craft in crafts:
+            late_f1 = late_scores[name].get(craft)
+            held = held_scores[name].get(craft)
+            replayed = counts.get(name, {}).get(craft)
+            cells += [
+                f"{late_f1.injected_f1:.3f}" if late_f1 else "",
+                f"{held.injected_f1:.3f}" if held else "",
+                f"{replayed.per_1k:.3f}" if replayed else "",
+            ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """A label-free key on long streams: one anomaly injected late into each cross-fitted
+    half of train, scored by its fold model and judged by every threshold of a grid."""
+
+
+@main.command("run")
+@click.option(
+    "--thresholds",
+    "grid",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="a threshold grid (JSON), as for `evaluate --thresholds`",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="folder for the injected runs (grid-results.pkl, read by `report`)",
+)
+@click.option(
+    "--shard",
+    default=None,
+    metavar="I/N",
+    help="only every N-th channel, starting at the I-th (0-based): N processes score in "
+    "parallel, and `report` merges their --out folders",
+)
+@cache_options(
+    "a score cache whose crossfit/ folder holds the fold models (`crossfit_replay` trains "
+    "them if missing)"
+)
+def run_command(
+    grid: Path,
+    out: Path,
+    shard: str | None,
+    cache: Path,
+    dataset: str,
+    channels: tuple[str, ...],
+    data_root: Path | None,
+) -> None:
+    """Inject, score and judge: one run per fold and copy, per variant of the grid."""
+    from stream_detector.cli import limit_torch_threads, shard_channels
+
+    settings = Settings()
+    limit_torch_threads(settings)
+    root = data_root or Path(settings.data.root)
+    selected = list(channels) or None
+    if shard is not None:
+        selected = shard_channels(root, dataset, selected, shard)
+    try:
+        results, left_out = run_late_injection(
+            root, dataset, cache, load_grid(grid), selected, settings
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    save_results(results, out / "grid-results.pkl")
+    (out / "left-out.txt").write_text("".join(f"{item}\n" for item in left_out))
+    runs = len(next(iter(results.values())).injected) if results else 0
+    click.echo(f"{runs} injected runs per variant into {out}; left out: {len(left_out)}")
+    for item in left_out:
+        click.echo(f"  left out: {item}")
+
+
+@main.command("report")
+@click.argument(
+    "shares", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+)
+@click.option(
+    "--thresholds",
+    "grid_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="the grid the shares were run with",
+)
+@click.option(
+    "--against",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="the grid's results on the test streams (`evaluate --thresholds` or `grid-report`)",
+)
+@click.option(
+    "--counts",
+    "counts_files",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="the cross-fitted train's recorded counts (`crossfit_replay --save-counts`), the "
+    "quiet half (repeatable; a file per data set or share)",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT), for the channels' order",
+)
+def report_command(
+    shares: tuple[Path, ...],
+    grid_file: Path,
+    against: Path,
+    counts_files: tuple[Path, ...],
+    data_root: Path | None,
+) -> None:
+    """Merge `run`'s shares and print the key's checks, rule v6's verdict and the key per
+    variant (reads no test label)."""
+    settings = Settings()
+    root = data_root or Path(settings.data.root)
+    order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
+    try:
+        late = merge_results([load_results(s) for s in shares], order)
+        text = key_report(late, load_results(against), counts_files, load_grid(grid_file), settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(text, nl=False)
+
+
+if __name__ == "__main__":
+    main()
