@@ -76,7 +76,9 @@ __all__ = ["LATE_KEY", "late_injection", "run_late_injection", "with_key"]
 LATE_KEY = "late_v1_copy{copy}"
 
 
-def late_injection(half: np.ndarray, chan: str, fold: int, copy: int, window: int) -> Injected | None:
+def late_injection(
+    half: np.ndarray, chan: str, fold: int, copy: int, window: int
+) -> Injected | None:
     """One anomaly in `half`, ending `INJECTION_MARGIN` steps before its end: of the
     channel's kinds in turn (the held-out key's order, `held_out_injection`), going up in the
     first round of kinds and down in the second. None if it would start before
@@ -137,7 +139,9 @@ def run_late_injection(
             injections: list[tuple[Injected, np.ndarray]] = []
             added = False
             for copy in range(copies):
-                injected = late_injection(fold.scored, chan, fold.index, copy, fold.checkpoint.window)
+                injected = late_injection(
+                    fold.scored, chan, fold.index, copy, fold.checkpoint.window
+                )
                 if injected is None:
                     continue
                 name = LATE_KEY.format(copy=copy)
@@ -222,7 +226,11 @@ def key_report(
     )
     lines += [
         "",
-        ("every check passes: rule v6 may judge" if passed else "a check fails: rule v6 may not judge")
+        (
+            "every check passes: rule v6 may judge"
+            if passed
+            else "a check fails: rule v6 may not judge"
+        )
         + f" ({stream} as the quiet half)",
         verdict,
     ]
@@ -316,9 +324,7 @@ def run_command(
 
 
 @main.command("report")
-@click.argument(
-    "shares", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-)
+@click.argument("shares", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--thresholds",
     "grid_file",

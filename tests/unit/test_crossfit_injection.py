@@ -1,0 +1,196 @@
+"""The late key: one anomaly near the end of each cross-fitted half, by hand, then on one real
+cache through the engine, and the report that puts it to rule v6."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stream_detector.evaluation import crossfit_injection as ci
+from stream_detector.evaluation.injection import KINDS
+from stream_detector.evaluation.threshold_grid import (
+    INJECTION_LENGTH,
+    INJECTION_MARGIN,
+    INJECTION_WARMUP,
+)
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "smap_msl"
+
+
+def _half(length: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.stack([np.sin(np.arange(length) / 7.0), rng.normal(size=length)], axis=1).astype(
+        np.float32
+    )
+
+
+def test_one_anomaly_ends_a_margin_before_the_half_does():
+    half = _half(1000)
+    seen = []
+    for copy in range(8):
+        injected = ci.late_injection(half, "X-1", fold=0, copy=copy, window=30)
+        assert injected is not None and len(injected.kinds) == 1
+        kind = injected.kinds[0]
+        seen.append(kind)
+        ((start, end),) = injected.sequences
+        if kind == "spike":  # three steps in the middle of the slot
+            assert (start, end) == (750 + INJECTION_LENGTH // 2, 752 + INJECTION_LENGTH // 2)
+        else:
+            assert (start, end) == (1000 - INJECTION_MARGIN - INJECTION_LENGTH, 899)
+        changed = np.nonzero(injected.values[:, 0] != half[:, 0])[0]
+        assert changed.min() >= 750 and changed.max() <= 899
+        assert np.array_equal(injected.values[:, 1], half[:, 1])  # only the first column
+        moved = injected.values[start : end + 1, 0] - half[start : end + 1, 0]
+        if kind in ("spike", "level_shift"):
+            # Up in the first round of kinds, down in the second.
+            assert np.all(moved > 0) if copy < len(KINDS) else np.all(moved < 0)
+    # The kinds in turn, as the held-out key's copies: each twice, once per direction.
+    assert seen[:4] == seen[4:] and sorted(seen[:4]) == sorted(KINDS)
+    again = ci.late_injection(half, "X-1", fold=0, copy=2, window=30)
+    assert again is not None
+    assert np.array_equal(again.values, ci.late_injection(half, "X-1", 0, 2, 30).values)
+
+
+def test_a_half_too_short_to_warm_up_or_flat_gets_none():
+    window = 30
+    # The anomaly starts 250 steps before the end; it needs window + warm-up steps before it.
+    shortest = window + INJECTION_WARMUP + INJECTION_LENGTH + INJECTION_MARGIN
+    assert ci.late_injection(_half(shortest), "X-1", 0, 0, window) is not None
+    assert ci.late_injection(_half(shortest - 1), "X-1", 0, 0, window) is None
+    flat = _half(1000)
+    flat[:, 0] = 3.0
+    assert ci.late_injection(flat, "X-1", 0, 0, window) is None
+
+
+def _variants():
+    from stream_detector.evaluation.threshold_grid import ThresholdVariant
+    from stream_detector.settings import Settings
+
+    default = ThresholdVariant(
+        "default", Settings().threshold.model_dump(), Settings().alerts.model_dump()
+    )
+    # A fixed threshold under every score flags each half as one episode, which overlaps
+    # the anomaly: a find, and no false episode. One over every score finds nothing.
+    always = ThresholdVariant("always", {"kind": "fixed", "params": {"value": 1e-12}})
+    never = ThresholdVariant("never", {"kind": "fixed", "params": {"value": 1e12}})
+    return [default, always, never]
+
+
+def test_each_fold_and_copy_is_judged_by_the_engine_on_its_own_scores(d11_cache, monkeypatch):
+    from stream_detector.data.smap_msl import load_series
+    from stream_detector.evaluation.crossfit_replay import fold_halves
+    from stream_detector.evaluation.metrics import count_channel
+    from stream_detector.evaluation.threshold_grid import run_engine
+    from stream_detector.serving import ServedModel
+    from stream_detector.settings import Settings
+    from stream_detector.training.checkpoint import load_checkpoint
+
+    variants = _variants()
+    results, left_out = ci.run_late_injection(DATA, "smap", d11_cache, variants, ["D-11"])
+    assert left_out == []
+    assert len(results["always"].injected) == 16  # two folds, eight copies each
+    assert all((c.tp, c.fp, c.fn) == (1, 0, 0) for c in results["always"].injected)
+    assert all((c.tp, c.fp, c.fn) == (0, 0, 1) for c in results["never"].injected)
+    assert {r.chan_id for r in results["default"].injected_rows} == {"D-11"}
+    assert {r.spacecraft for r in results["default"].injected_rows} == {"SMAP"}
+
+    # The default's count of fold 1, copy 5, made again from the model file and the values:
+    # fold 1 was trained on the second half and scores the first.
+    halves = fold_halves(load_series(DATA, "D-11", "train"), 30)
+    assert halves is not None
+    model = ServedModel(load_checkpoint(d11_cache / "crossfit" / "D-11.fold1.pt", device="cpu"))
+    injected = ci.late_injection(halves[0], "D-11", 1, 5, 30)
+    assert injected is not None
+    run = run_engine(variants[0].settings(Settings()), model, "D-11", injected.values, None)
+    expected = count_channel("D-11", injected.sequences, run.episodes(), len(injected.values))
+    assert results["default"].injected[8 + 5] == expected
+    assert results["default"].injected_kinds[8 + 5] == injected.kinds
+
+    # A second run reads every copy's scores from the fold cache.
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("a cached copy was scored again")
+
+    monkeypatch.setattr(ci, "raw_scores", no_scoring)
+    again, _ = ci.run_late_injection(DATA, "smap", d11_cache, variants, ["D-11"])
+    assert again["default"].injected == results["default"].injected
+
+
+def test_the_late_runs_replace_a_grids_injected_runs_and_nothing_else():
+    from tests.unit.test_threshold_grid import _result
+
+    both = [("SMAP", 0), ("MSL", 0)]
+    grid = {
+        "a": _result(both, [(10, 19), None]),
+        "b": _result(both, [None, None]),
+        "oracle": _result(both, [(10, 19), (10, 19)], oracle=True),
+    }
+    late = {"a": _result(both, [None, None]), "b": _result(both, [(10, 19), (10, 19)])}
+    keyed = ci.with_key(grid, late)
+    assert keyed["a"].injected == late["a"].injected and keyed["b"].injected == late["b"].injected
+    assert keyed["a"].validation_by_channel == grid["a"].validation_by_channel
+    assert keyed["oracle"] is grid["oracle"]
+    assert grid["a"].injected[0].tp == 1  # the grid's own results are left as they were
+    with pytest.raises(ValueError, match="no late injected runs of: b"):
+        ci.with_key(grid, {"a": late["a"]})
+
+
+def test_the_report_checks_the_key_and_gives_rule_v6s_verdict(d11_cache, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from stream_detector.evaluation import crossfit_replay as cf
+    from stream_detector.evaluation.replay_counts import save_counts
+    from stream_detector.evaluation.threshold_grid import run_grid, save_results
+    from stream_detector.settings import Settings
+
+    variants = _variants()
+    grid_file = tmp_path / "grid.json"
+    grid_file.write_text(
+        json.dumps(
+            [{"name": v.name, "threshold": v.threshold, "alerts": v.alerts} for v in variants]
+        )
+    )
+    recipe = cf.cache_recipe(d11_cache)
+    tested = run_grid(DATA, "smap", recipe, Settings(), variants, ["D-11"], False, cache=d11_cache)
+    save_results(tested, tmp_path / "tested" / "grid-results.pkl")
+    counts, _ = cf.replay_crossfit(DATA, "smap", d11_cache, variants, ["D-11"])
+    save_counts(tmp_path / "counts.json", counts, stream="cross-fitted train", grid=grid_file)
+    args = ["--cache", str(d11_cache), "--data-root", str(DATA), "--dataset", "smap"]
+    out = CliRunner().invoke(
+        ci.main,
+        [
+            "run",
+            *args,
+            "--channel",
+            "D-11",
+            "--thresholds",
+            str(grid_file),
+            "--out",
+            str(tmp_path / "late"),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "16 injected runs per variant" in out.output
+    out = CliRunner().invoke(
+        ci.main,
+        [
+            "report",
+            str(tmp_path / "late"),
+            "--thresholds",
+            str(grid_file),
+            "--against",
+            str(tmp_path / "tested"),
+            "--counts",
+            str(tmp_path / "counts.json"),
+            "--data-root",
+            str(DATA),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "| SMAP | 3 |" in out.output
+    assert "rule v6 (docs/threshold-race.md, thirty-fourth look" in out.output
+    # One channel ranks three variants: too few to pass the checks, but the table is there.
+    assert "| always | 1.000 |" in out.output and "| never | 0.000 |" in out.output
