@@ -9,7 +9,7 @@ export SD_KAFKA__BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 export SD_REDIS__URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 export SD_DATA__ROOT ?= $(abspath ../shared/datasets/smap_msl)
 
-.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate race race-cache race-ensemble-cache race-diagnostics race-crossfit device-kit clean
+.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate race race-cache race-ensemble-cache race-diagnostics race-crossfit race-late-key device-kit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -132,8 +132,27 @@ race-crossfit: install ## after `make race`: RACE_GRID over the cross-fitted tra
 	done; status=0; for p in "$${pids[@]}"; do wait $$p || status=1; done; \
 	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-shard-*.log; exit 1; fi
 	$(BIN)/python -m stream_detector.evaluation.crossfit_replay $(CROSSFIT_FLAGS) \
-	  --against artifacts/eval/race-$(RACE_NAME) > artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-replay.md
+	  --against artifacts/eval/race-$(RACE_NAME) --save-counts artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-counts.json \
+	  > artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-replay.md
 	cat artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-replay.md
+
+# The thirty-fourth look's key (docs/threshold-race.md): one anomaly injected late into each
+# cross-fitted half, eight copies, scored by `make race-crossfit`'s fold models (JOBS processes),
+# judged by every RACE_GRID variant; then the key's checks and rule v6's verdict, its quiet half
+# the counts `make race-crossfit` recorded.
+race-late-key: install ## after `make race-crossfit`: the late key's checks and rule v6 → artifacts/eval/diagnostics-RACE_NAME/late-key.md
+	mkdir -p artifacts/eval/diagnostics-$(RACE_NAME)
+	pids=(); for i in $$(seq 0 $$(($(JOBS) - 1))); do \
+	  SD_MODEL__TORCH_THREADS=1 $(BIN)/python -m stream_detector.evaluation.crossfit_injection run \
+	    --cache $(RACE_CACHE) --thresholds $(RACE_GRID) --shard $$i/$(JOBS) \
+	    --out artifacts/eval/diagnostics-$(RACE_NAME)/late-key-shard-$$i > artifacts/eval/diagnostics-$(RACE_NAME)/late-key-shard-$$i.log 2>&1 & pids+=($$!); \
+	done; status=0; for p in "$${pids[@]}"; do wait $$p || status=1; done; \
+	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/diagnostics-$(RACE_NAME)/late-key-shard-*.log; exit 1; fi
+	$(BIN)/python -m stream_detector.evaluation.crossfit_injection report \
+	  $$(seq -f 'artifacts/eval/diagnostics-$(RACE_NAME)/late-key-shard-%g' 0 $$(($(JOBS) - 1))) \
+	  --thresholds $(RACE_GRID) --against artifacts/eval/race-$(RACE_NAME) \
+	  --counts artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-counts.json > artifacts/eval/diagnostics-$(RACE_NAME)/late-key.md
+	cat artifacts/eval/diagnostics-$(RACE_NAME)/late-key.md
 
 # The ensemble's members trained one by one (two race caches), then combined without
 # retraining: `make race RACE_MODEL=ensemble` after this only scores. (Without this, that
