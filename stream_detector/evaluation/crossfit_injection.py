@@ -260,6 +260,17 @@ def key_report(
     return "\n".join(lines) + "\n"
 
 
+def _counts_files(given: Path) -> list[Path]:
+    """A recorded counts file, or every one in a folder (a shell glob after ``--counts``
+    would hand all but the first file to the shares)."""
+    if not given.is_dir():
+        return [given]
+    found = sorted(given.glob("*.json"))
+    if not found:
+        raise ValueError(f"no recorded counts (*.json) in {given}")
+    return found
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """A label-free key on long streams: one anomaly injected late into each cross-fitted
@@ -343,9 +354,9 @@ def run_command(
     "counts_files",
     multiple=True,
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     help="the cross-fitted train's recorded counts (`crossfit_replay --save-counts`), the "
-    "quiet half (repeatable; a file per data set or share)",
+    "quiet half: a file, or a folder of them (*.json); repeatable",
 )
 @click.option(
     "--data-root",
@@ -367,7 +378,8 @@ def report_command(
     order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
     try:
         late = merge_results([load_results(s) for s in shares], order)
-        text = key_report(late, load_results(against), counts_files, load_grid(grid_file), settings)
+        files = [f for given in counts_files for f in _counts_files(given)]
+        text = key_report(late, load_results(against), files, load_grid(grid_file), settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(text, nl=False)

@@ -157,7 +157,10 @@ def test_the_report_checks_the_key_and_gives_rule_v6s_verdict(d11_cache, tmp_pat
     tested = run_grid(DATA, "smap", recipe, Settings(), variants, ["D-11"], False, cache=d11_cache)
     save_results(tested, tmp_path / "tested" / "grid-results.pkl")
     counts, _ = cf.replay_crossfit(DATA, "smap", d11_cache, variants, ["D-11"])
-    save_counts(tmp_path / "counts.json", counts, stream="cross-fitted train", grid=grid_file)
+    (tmp_path / "counts").mkdir()
+    save_counts(
+        tmp_path / "counts" / "smap.json", counts, stream="cross-fitted train", grid=grid_file
+    )
     args = ["--cache", str(d11_cache), "--data-root", str(DATA), "--dataset", "smap"]
     out = CliRunner().invoke(
         ci.main,
@@ -184,7 +187,7 @@ def test_the_report_checks_the_key_and_gives_rule_v6s_verdict(d11_cache, tmp_pat
             "--against",
             str(tmp_path / "tested"),
             "--counts",
-            str(tmp_path / "counts.json"),
+            str(tmp_path / "counts"),  # a folder: every *.json in it
             "--data-root",
             str(DATA),
         ],
