@@ -24,6 +24,8 @@ read those (`race_decision`, `check_proxy`) read this key unchanged.
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import json
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +42,7 @@ from stream_detector.evaluation.crossfit_replay import (
     fold_recipe,
 )
 from stream_detector.evaluation.injection import KINDS, Injected, inject_anomalies
+from stream_detector.evaluation.metrics import ChannelCounts
 from stream_detector.evaluation.proxy_check import (
     MAX_VOLUME,
     MIN_RELIABILITY,
@@ -70,7 +73,14 @@ from stream_detector.evaluation.train_replay import replay_agreement
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 
-__all__ = ["LATE_KEY", "late_injection", "run_late_injection", "with_key"]
+__all__ = [
+    "LATE_KEY",
+    "late_injection",
+    "load_late",
+    "run_late_injection",
+    "save_late",
+    "with_key",
+]
 
 # The fold cache's key of one copy's scores: change it whenever the injection changes.
 LATE_KEY = "late_v1_copy{copy}"
@@ -162,6 +172,83 @@ def run_late_injection(
                     result.injected_rows.append(row)
                     result.injected_kinds.append(list(injected.kinds))
     return results, left_out
+
+
+RECORD_FORMAT = "stream-detector late key v1"
+# The integer fields of a ChannelCounts, in the order a record stores them.
+_SUMMED = (
+    "tp",
+    "fn",
+    "fp",
+    "n_points",
+    "flagged_points",
+    "true_flagged_points",
+    "labelled_points",
+    "adjusted_tp_points",
+)
+
+
+def _copy_sums(res: VariantResult) -> dict[str, list[ChannelCounts]]:
+    """channel → one ChannelCounts per copy, summed over the channel's folds. Every number
+    the rules and checks read is a sum over runs, per channel or per copy's half, so these
+    sums give the same key, margins and halves as the runs themselves."""
+    from stream_detector.evaluation.proxy_check import copy_numbers
+
+    out: dict[str, list[ChannelCounts]] = {}
+    for counts, row, number in zip(res.injected, res.injected_rows, copy_numbers(res), strict=True):
+        copy = number % INJECTION_COPIES
+        copies = out.setdefault(row.chan_id, [])
+        while len(copies) <= copy:
+            copies.append(ChannelCounts(row.chan_id, 0, [], [], 0, 0, 0, 0, 0, 0, 0))
+        summed = copies[copy]
+        for name in _SUMMED:
+            setattr(summed, name, getattr(summed, name) + getattr(counts, name))
+        summed.delays.extend(counts.delays)
+    return out
+
+
+def save_late(path: Path, late: dict[str, VariantResult], source: str = "") -> Path:
+    """Record the late key's runs, summed per channel and copy (`_copy_sums`), as gzipped
+    JSON: a few hundred kB where the runs are megabytes, and what it takes to print the key
+    and rule v6's verdict again once the fold models are gone."""
+    crafts: dict[str, str] = {}
+    variants: dict[str, dict[str, list[list[object]]]] = {}
+    for name, res in late.items():
+        for row in res.injected_rows:
+            crafts.setdefault(row.chan_id, row.spacecraft)
+        variants[name] = {
+            chan: [[*(getattr(c, f) for f in _SUMMED), c.delays] for c in copies]
+            for chan, copies in _copy_sums(res).items()
+        }
+    document = {"format": RECORD_FORMAT, "source": source, "crafts": crafts, "variants": variants}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        json.dump(document, handle, separators=(",", ":"))
+    return path
+
+
+def load_late(path: Path) -> dict[str, VariantResult]:
+    """What `save_late` recorded, as injected runs (one per channel and copy)."""
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        document = json.load(handle)
+    if document.get("format") != RECORD_FORMAT:
+        raise ValueError(f"{path} is not a record of the late key ({RECORD_FORMAT})")
+    crafts = document["crafts"]
+    out: dict[str, VariantResult] = {}
+    for name, by_channel in document["variants"].items():
+        res = out[name] = VariantResult()
+        for chan, copies in by_channel.items():
+            row = LabelRow(chan, crafts[chan], [], [], 0)
+            for entry in copies:
+                numbers = dict(zip(_SUMMED, entry[: len(_SUMMED)], strict=True))
+                res.injected.append(
+                    ChannelCounts(
+                        chan, labelled=[], predicted=[], delays=list(entry[-1]), **numbers
+                    )
+                )
+                res.injected_rows.append(row)
+                res.injected_kinds.append([])
+    return out
 
 
 def with_key(
@@ -364,20 +451,33 @@ def run_command(
     default=None,
     help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT), for the channels' order",
 )
+@click.option(
+    "--save",
+    "save_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="also record the merged runs, summed per channel and copy, in FILE (gzipped JSON), "
+    "which `report` reads in place of the shares once the fold models are gone",
+)
 def report_command(
     shares: tuple[Path, ...],
     grid_file: Path,
     against: Path,
     counts_files: tuple[Path, ...],
     data_root: Path | None,
+    save_to: Path | None,
 ) -> None:
-    """Merge `run`'s shares and print the key's checks, rule v6's verdict and the key per
-    variant (reads no test label)."""
+    """Merge `run`'s shares (their --out folders, or one file `--save` recorded) and print the
+    key's checks, rule v6's verdict and the key per variant (reads no test label)."""
     settings = Settings()
     root = data_root or Path(settings.data.root)
     order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
     try:
-        late = merge_results([load_results(s) for s in shares], order)
+        parts = [load_results(s) if s.is_dir() else load_late(s) for s in shares]
+        late = parts[0] if len(parts) == 1 else merge_results(parts, order)
+        if save_to is not None:
+            save_late(save_to, late, source=" ".join(str(s) for s in shares))
         files = [f for given in counts_files for f in _counts_files(given)]
         text = key_report(late, load_results(against), files, load_grid(grid_file), settings)
     except ValueError as exc:

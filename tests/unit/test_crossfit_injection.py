@@ -108,6 +108,22 @@ def test_each_fold_and_copy_is_judged_by_the_engine_on_its_own_scores(d11_cache,
     assert results["default"].injected[8 + 5] == expected
     assert results["default"].injected_kinds[8 + 5] == injected.kinds
 
+    # Recorded summed per channel and copy, the runs give the same key, halves and margins.
+    from stream_detector.evaluation import threshold_grid as tg
+    from stream_detector.evaluation.proxy_check import half_of
+
+    record = ci.save_late(d11_cache.parent / "late.json.gz", results, source="test")
+    recorded = ci.load_late(record)
+    assert len(recorded["default"].injected) == 8
+    assert tg.label_free_scores(recorded) == tg.label_free_scores(results)
+    for half in (0, 1):
+        assert tg.label_free_scores({"d": half_of(recorded["default"], half)}) == (
+            tg.label_free_scores({"d": half_of(results["default"], half)})
+        )
+    assert tg.choice_margin(recorded, "always", "default") == (
+        tg.choice_margin(results, "always", "default")
+    )
+
     # A second run reads every copy's scores from the fold cache.
     def no_scoring(*args, **kwargs):
         raise AssertionError("a cached copy was scored again")
