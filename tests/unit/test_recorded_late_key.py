@@ -1,0 +1,65 @@
+"""The thirty-fourth look's late key, recorded in docs/late-key: it must stay what
+docs/threshold-race.md quotes of it, the key per variant and rule v6's verdict."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from stream_detector.evaluation.crossfit_injection import load_late
+from stream_detector.evaluation.replay_counts import decision_lines, load_counts
+from stream_detector.evaluation.threshold_grid import (
+    incumbent_variant,
+    label_free_scores,
+    load_grid,
+)
+from stream_detector.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+GRID = load_grid(REPO / "docs" / "threshold-race-batches.json")
+RECORD = REPO / "docs" / "late-key" / "telemanom-recipe-batches.json.gz"
+HEADER = "| threshold | late key, MSL | held-out key, MSL | late key, SMAP |"
+
+
+def _doc() -> str:
+    return (REPO / "docs" / "threshold-race.md").read_text()
+
+
+def _rows() -> list[list[str]]:
+    lines = _doc().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(HEADER))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def test_the_recorded_late_key_is_the_documents_table():
+    late = load_late(RECORD)
+    assert list(late) == [v.name for v in GRID]
+    runs = [r.spacecraft for r in late[GRID[0].name].injected_rows]
+    # 33 MSL and 77 SMAP halves of 17 and 39 channels, eight copies each, a channel's folds
+    # summed copy by copy.
+    assert (runs.count("MSL"), runs.count("SMAP")) == (8 * 17, 8 * 39)
+    scores = label_free_scores(late)
+    rows = _rows()
+    assert [re.sub(r" \(the default\)$", "", r[0]) for r in rows] == list(late)
+    for row in rows:
+        name = re.sub(r" \(the default\)$", "", row[0])
+        assert f"{scores[name]['MSL'].injected_f1:.3f}" == row[1], name
+        assert f"{scores[name]['SMAP'].injected_f1:.3f}" == row[3], name
+
+
+def test_rule_v6s_verdict_on_the_record_is_the_one_quoted():
+    counts, _, _ = load_counts(
+        sorted((REPO / "docs" / "replay-counts" / "telemanom-recipe-batches").glob("*.json")), GRID
+    )
+    incumbent = incumbent_variant(GRID, Settings())
+    assert incumbent is not None
+    verdict = decision_lines(counts, load_late(RECORD), incumbent)
+    quoted = verdict.split("no test label read): ", 1)[1]
+    assert quoted in _doc()
+    assert "the pick `telemanom, buffer 100, relearn 100, spikes ×2, warm-up 500`" in quoted
+    assert "all 79%, MSL 71%, SMAP 84%" in quoted
