@@ -8,6 +8,8 @@ daemon fed by `replay` publishes the same alerts.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,8 +54,13 @@ def run_offline(
     flush_windows: int = 256,
     period_s: float = 1.0,
     ts0: float = 0.0,
+    breaks: Sequence[int] = (),
 ) -> OfflineRun:
-    """Stream `values` (T, F) of one channel through `engine`; collect alerts and scores."""
+    """Stream `values` (T, F) of one channel through `engine`; collect alerts and scores.
+
+    At each index in `breaks` the sequence numbers skip one step, as when telemetry misses
+    one: the buffer starts over there (no window spans it), and the channel's threshold and
+    episode state carry on. Steps after k breaks have sequence number index + k."""
     if not engine.emit_scores:
         raise ValueError("run_offline needs an engine built with emit_scores=True")
     store = MemoryStateStore()
@@ -72,13 +79,20 @@ def run_offline(
         store.save(list(states.values()))
         pending.clear()
 
-    for offset, start in enumerate(range(0, len(values), steps_per_record)):
-        chunk = values[start : start + steps_per_record]
-        raw = telemetry_bytes(channel, start, ts0 + start * period_s, chunk, period_s)
-        record = parse_telemetry(raw, engine.n_features)
-        pending.extend(engine.ingest(states[channel], record, 0, offset))
-        if len(pending) >= flush_windows:
-            flush()
+    edges = [0, *sorted(set(breaks)), len(values)]
+    if edges != sorted(edges) or any(b <= 0 or b >= len(values) for b in breaks):
+        raise ValueError(f"breaks must lie inside the {len(values)} steps, got {list(breaks)}")
+    offset = 0
+    for skipped, (begin, end) in enumerate(itertools.pairwise(edges)):
+        for start in range(begin, end, steps_per_record):
+            chunk = values[start : min(start + steps_per_record, end)]
+            seq = start + skipped
+            raw = telemetry_bytes(channel, seq, ts0 + seq * period_s, chunk, period_s)
+            record = parse_telemetry(raw, engine.n_features)
+            pending.extend(engine.ingest(states[channel], record, 0, offset))
+            offset += 1
+            if len(pending) >= flush_windows:
+                flush()
     flush()
     episode = states[channel].episode
     if episode.active:

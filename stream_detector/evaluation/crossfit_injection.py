@@ -36,13 +36,14 @@ from tqdm import tqdm
 
 from stream_detector.data.smap_msl import LabelRow
 from stream_detector.evaluation.crossfit_replay import (
+    Fold,
     cache_recipe,
     channel_folds,
     fold_folder,
     fold_recipe,
 )
 from stream_detector.evaluation.injection import KINDS, Injected, inject_anomalies
-from stream_detector.evaluation.metrics import ChannelCounts
+from stream_detector.evaluation.metrics import ChannelCounts, count_channel
 from stream_detector.evaluation.proxy_check import (
     MAX_VOLUME,
     MIN_RELIABILITY,
@@ -67,6 +68,7 @@ from stream_detector.evaluation.threshold_grid import (
     load_results,
     merge_results,
     raw_scores,
+    run_engine,
     save_results,
 )
 from stream_detector.evaluation.train_replay import replay_agreement
@@ -84,6 +86,9 @@ __all__ = [
 
 # The fold cache's key of one copy's scores: change it whenever the injection changes.
 LATE_KEY = "late_v1_copy{copy}"
+# With --warm, a fold's first part must hold at least this many scores: the race grid's
+# longest warm-up (docs/threshold-race.md, thirty-fifth look).
+WARM_MIN_SCORES = 500
 
 
 def late_injection(
@@ -116,6 +121,32 @@ def late_injection(
     )
 
 
+def judge_warm(
+    settings: Settings,
+    model: ServedModel,
+    chan: str,
+    warm: Fold,
+    injected: Injected,
+    scores: np.ndarray,
+) -> ChannelCounts:
+    """The engine over `warm`'s half as its model scored it, a one-step gap, then `injected`
+    with its `scores`, on one channel state; counted on the injected part alone (an episode
+    open across the gap counts from the gap). `model` stands for both parts' scorers: only
+    its window, stride and prior are read, and the prior is the first part's."""
+    values = np.concatenate([warm.scored, injected.values])
+    run = run_engine(
+        settings,
+        model,
+        chan,
+        values,
+        np.concatenate([warm.scores, scores]),
+        breaks=(len(warm.scored),),
+    )
+    first = len(warm.scored) + 1  # the injected part's first sequence number
+    found = [(max(s, first) - first, e - first) for s, e in run.episodes() if e >= first]
+    return count_channel(chan, injected.sequences, found, len(injected.values))
+
+
 def run_late_injection(
     root: Path,
     dataset: str,
@@ -124,10 +155,15 @@ def run_late_injection(
     channels: Sequence[str] | None = None,
     base: Settings | None = None,
     copies: int = INJECTION_COPIES,
+    warm: bool = False,
 ) -> tuple[dict[str, VariantResult], list[str]]:
     """variant → its injected runs over every fold's copies (only the injected fields are
     filled), and the halves left out ("chan fold N"). The fold models are `crossfit_replay`'s
-    (trained there if missing); each copy's scores are kept beside theirs."""
+    (trained there if missing); each copy's scores are kept beside theirs.
+
+    With `warm` (the thirty-fifth look), each injected half comes after the channel's other
+    half as the other fold's model scored it (`judge_warm`); a fold whose other half has
+    fewer than `WARM_MIN_SCORES` scores is left out."""
     base = base or Settings()
     recipe = fold_recipe(cache_recipe(cache))
     store = ScoreCache(fold_folder(cache), recipe)
@@ -142,6 +178,10 @@ def run_late_injection(
         if not folds:
             left_out.append(f"{chan} (train too short to halve)")
         for fold in folds:
+            other = folds[1 - fold.index] if len(folds) == 2 else None
+            if warm and (other is None or len(other.scores) < WARM_MIN_SCORES):
+                left_out.append(f"{chan} fold {fold.index} (under {WARM_MIN_SCORES} to warm on)")
+                continue
             key = f"{chan}.fold{fold.index}"
             cached = store.load(key)
             arrays = dict(cached[1]) if cached is not None else {}
@@ -164,15 +204,28 @@ def run_late_injection(
                 continue
             if added:
                 store.save(key, fold.checkpoint, arrays)
+            if other is not None and warm:
+                # The first part's model scores first: its prior starts the threshold.
+                model = ServedModel(other.checkpoint)
             for variant in variants:
                 settings = variant.settings(base)
                 result = results[variant.name]
                 for injected, scores in injections:
-                    result.injected.append(judge_injected(settings, model, chan, injected, scores))
+                    if warm and other is not None:
+                        counted = judge_warm(settings, model, chan, other, injected, scores)
+                    else:
+                        counted = judge_injected(settings, model, chan, injected, scores)
+                    result.injected.append(counted)
                     result.injected_rows.append(row)
                     result.injected_kinds.append(list(injected.kinds))
     return results, left_out
 
+
+# The rules that read a late key, and where docs/threshold-race.md wrote each down.
+RULES = {
+    "v6": "docs/threshold-race.md, thirty-fourth look: v5 on the late key",
+    "v7": "docs/threshold-race.md, thirty-fifth look: v5 on the late key, warmed on the other half",
+}
 
 RECORD_FORMAT = "stream-detector late key v1"
 # The integer fields of a ChannelCounts, in the order a record stores them.
@@ -279,10 +332,14 @@ def key_report(
     counts_files: Sequence[Path],
     variants: Sequence[ThresholdVariant],
     settings: Settings,
+    rule: str = "v6",
 ) -> str:
-    """The thirty-fourth look's checks of the late key and rule v6's verdict, then the key
-    beside the held-out one per variant. Reads no test label: the test runs enter only as
-    unlabelled volume (flagged share, episodes per 1,000 steps)."""
+    """The thirty-fourth look's checks of the late key and its rule's verdict (`RULES`: v6
+    for the late key, v7 for it warmed on the other half), then the key beside the held-out
+    one per variant. Reads no test label: the test runs enter only as unlabelled volume
+    (flagged share, episodes per 1,000 steps)."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
     keyed = with_key(grid, late)
     checks = check_proxy(keyed)
     counts, _, stream = load_counts(counts_files, variants)
@@ -308,15 +365,14 @@ def key_report(
     if incumbent is None:
         raise ValueError("the grid has no variant the settings build")
     verdict = decision_lines(counts, keyed, incumbent).replace(
-        "rule v5 (docs/threshold-race.md, thirtieth look;",
-        "rule v6 (docs/threshold-race.md, thirty-fourth look: v5 on the late key;",
+        "rule v5 (docs/threshold-race.md, thirtieth look;", f"rule {rule} ({RULES[rule]};"
     )
     lines += [
         "",
         (
-            "every check passes: rule v6 may judge"
+            f"every check passes: rule {rule} may judge"
             if passed
-            else "a check fails: rule v6 may not judge"
+            else f"a check fails: rule {rule} may not judge"
         )
         + f" ({stream} as the quiet half)",
         verdict,
@@ -385,6 +441,12 @@ def main() -> None:
     help="only every N-th channel, starting at the I-th (0-based): N processes score in "
     "parallel, and `report` merges their --out folders",
 )
+@click.option(
+    "--warm",
+    is_flag=True,
+    help="judge each injected half after the channel's other half, as the other fold's "
+    "model scored it (the thirty-fifth look): every strategy judged in its steady state",
+)
 @cache_options(
     "a score cache whose crossfit/ folder holds the fold models (`crossfit_replay` trains "
     "them if missing)"
@@ -393,6 +455,7 @@ def run_command(
     grid: Path,
     out: Path,
     shard: str | None,
+    warm: bool,
     cache: Path,
     dataset: str,
     channels: tuple[str, ...],
@@ -409,7 +472,7 @@ def run_command(
         selected = shard_channels(root, dataset, selected, shard)
     try:
         results, left_out = run_late_injection(
-            root, dataset, cache, load_grid(grid), selected, settings
+            root, dataset, cache, load_grid(grid), selected, settings, warm=warm
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -460,6 +523,13 @@ def run_command(
     help="also record the merged runs, summed per channel and copy, in FILE (gzipped JSON), "
     "which `report` reads in place of the shares once the fold models are gone",
 )
+@click.option(
+    "--rule",
+    type=click.Choice(sorted(RULES)),
+    default="v6",
+    show_default=True,
+    help="the rule the verdict is named for: v6 for `run`'s late key, v7 for `run --warm`'s",
+)
 def report_command(
     shares: tuple[Path, ...],
     grid_file: Path,
@@ -467,6 +537,7 @@ def report_command(
     counts_files: tuple[Path, ...],
     data_root: Path | None,
     save_to: Path | None,
+    rule: str,
 ) -> None:
     """Merge `run`'s shares (their --out folders, or one file `--save` recorded) and print the
     key's checks, rule v6's verdict and the key per variant (reads no test label)."""
@@ -479,7 +550,7 @@ def report_command(
         if save_to is not None:
             save_late(save_to, late, source=" ".join(str(s) for s in shares))
         files = [f for given in counts_files for f in _counts_files(given)]
-        text = key_report(late, load_results(against), files, load_grid(grid_file), settings)
+        text = key_report(late, load_results(against), files, load_grid(grid_file), settings, rule)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(text, nl=False)

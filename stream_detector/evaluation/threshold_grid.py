@@ -157,13 +157,14 @@ def run_engine(
     chan: str,
     series: np.ndarray,
     scores: np.ndarray | None,
+    breaks: Sequence[int] = (),
 ) -> OfflineRun:
     from stream_detector.app import build_engine
 
     served: ScoringModel = model if scores is None else _ReplayedScores(model, scores)
     engine = build_engine(engine_settings, served)
     engine.emit_scores = True
-    return run_offline(engine, chan, series, steps_per_record=10)
+    return run_offline(engine, chan, series, steps_per_record=10, breaks=breaks)
 
 
 def raw_scores(base: Settings, model: ScoringModel, chan: str, series: np.ndarray) -> np.ndarray:
