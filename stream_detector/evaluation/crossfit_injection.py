@@ -156,6 +156,7 @@ def run_late_injection(
     base: Settings | None = None,
     copies: int = INJECTION_COPIES,
     warm: bool = False,
+    warm_min_scores: int = WARM_MIN_SCORES,
 ) -> tuple[dict[str, VariantResult], list[str]]:
     """variant → its injected runs over every fold's copies (only the injected fields are
     filled), and the halves left out ("chan fold N"). The fold models are `crossfit_replay`'s
@@ -163,7 +164,7 @@ def run_late_injection(
 
     With `warm` (the thirty-fifth look), each injected half comes after the channel's other
     half as the other fold's model scored it (`judge_warm`); a fold whose other half has
-    fewer than `WARM_MIN_SCORES` scores is left out."""
+    fewer than `warm_min_scores` scores is left out."""
     base = base or Settings()
     recipe = fold_recipe(cache_recipe(cache))
     store = ScoreCache(fold_folder(cache), recipe)
@@ -179,8 +180,8 @@ def run_late_injection(
             left_out.append(f"{chan} (train too short to halve)")
         for fold in folds:
             other = folds[1 - fold.index] if len(folds) == 2 else None
-            if warm and (other is None or len(other.scores) < WARM_MIN_SCORES):
-                left_out.append(f"{chan} fold {fold.index} (under {WARM_MIN_SCORES} to warm on)")
+            if warm and (other is None or len(other.scores) < warm_min_scores):
+                left_out.append(f"{chan} fold {fold.index} (under {warm_min_scores} to warm on)")
                 continue
             key = f"{chan}.fold{fold.index}"
             cached = store.load(key)

@@ -133,6 +133,53 @@ def test_each_fold_and_copy_is_judged_by_the_engine_on_its_own_scores(d11_cache,
     assert again["default"].injected == results["default"].injected
 
 
+def test_warm_each_injected_half_comes_after_the_other_half_on_one_state(d11_cache):
+    from stream_detector.evaluation.crossfit_replay import channel_folds, fold_recipe
+    from stream_detector.evaluation.metrics import count_channel
+    from stream_detector.evaluation.threshold_grid import ScoreCache, run_engine
+    from stream_detector.serving import ServedModel
+    from stream_detector.settings import Settings
+
+    variants = _variants()
+    results, left_out = ci.run_late_injection(
+        DATA, "smap", d11_cache, variants, ["D-11"], warm=True
+    )
+    assert left_out == []
+    assert len(results["always"].injected) == 16
+    # An episode open from the first part on counts from the gap: a find, never a false one.
+    assert all((c.tp, c.fp, c.fn) == (1, 0, 0) for c in results["always"].injected)
+    assert all((c.tp, c.fp, c.fn) == (0, 0, 1) for c in results["never"].injected)
+
+    # Fold 0's copy 3 by hand: the first half as fold 1 scored it, a skipped step, then the
+    # second half with the anomaly as fold 0 scored it, one engine.
+    recipe = fold_recipe(ci.cache_recipe(d11_cache))
+    store = ScoreCache(ci.fold_folder(d11_cache), recipe)
+    folds = channel_folds(DATA, "D-11", recipe, store, Settings())
+    injected = ci.late_injection(folds[0].scored, "D-11", 0, 3, 30)
+    assert injected is not None
+    late_scores = store.load("D-11.fold0")[1][ci.LATE_KEY.format(copy=3)]
+    values = np.concatenate([folds[1].scored, injected.values])
+    run = run_engine(
+        variants[0].settings(Settings()),
+        ServedModel(folds[1].checkpoint),
+        "D-11",
+        values,
+        np.concatenate([folds[1].scores, late_scores]),
+        breaks=(len(folds[1].scored),),
+    )
+    gap = len(folds[1].scored) + 1
+    found = [(max(s, gap) - gap, e - gap) for s, e in run.episodes() if e >= gap]
+    expected = count_channel("D-11", injected.sequences, found, len(injected.values))
+    assert results["default"].injected[3] == expected
+
+    # Where the other half holds too few scores to warm on, the fold is left out.
+    few, left_out = ci.run_late_injection(
+        DATA, "smap", d11_cache, variants[:1], ["D-11"], warm=True, warm_min_scores=10**6
+    )
+    assert few["default"].injected == []
+    assert left_out == [f"D-11 fold {i} (under 1000000 to warm on)" for i in (0, 1)]
+
+
 def test_the_late_runs_replace_a_grids_injected_runs_and_nothing_else():
     from tests.unit.test_threshold_grid import _result
 
@@ -193,23 +240,27 @@ def test_the_report_checks_the_key_and_gives_rule_v6s_verdict(d11_cache, tmp_pat
     )
     assert out.exit_code == 0, out.output
     assert "16 injected runs per variant" in out.output
-    out = CliRunner().invoke(
-        ci.main,
-        [
-            "report",
-            str(tmp_path / "late"),
-            "--thresholds",
-            str(grid_file),
-            "--against",
-            str(tmp_path / "tested"),
-            "--counts",
-            str(tmp_path / "counts"),  # a folder: every *.json in it
-            "--data-root",
-            str(DATA),
-        ],
-    )
+    report_args = [
+        "report",
+        str(tmp_path / "late"),
+        "--thresholds",
+        str(grid_file),
+        "--against",
+        str(tmp_path / "tested"),
+        "--counts",
+        str(tmp_path / "counts"),  # a folder: every *.json in it
+        "--data-root",
+        str(DATA),
+    ]
+    out = CliRunner().invoke(ci.main, report_args)
     assert out.exit_code == 0, out.output
     assert "| SMAP | 3 |" in out.output
     assert "rule v6 (docs/threshold-race.md, thirty-fourth look" in out.output
+    report = out.output
+    out = CliRunner().invoke(ci.main, [*report_args, "--rule", "v7"])
+    assert out.exit_code == 0, out.output
+    assert "a check fails: rule v7 may not judge" in out.output
+    assert "rule v7 (docs/threshold-race.md, thirty-fifth look" in out.output
+    assert out.output.split("\n")[8:] == report.split("\n")[8:]  # the same key and table
     # One channel ranks three variants: too few to pass the checks, but the table is there.
     assert "| always | 1.000 |" in out.output and "| never | 0.000 |" in out.output

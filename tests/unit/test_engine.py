@@ -155,6 +155,34 @@ def test_offline_run_reports_an_episode_still_open_at_the_end():
     assert [a.state for a in run.alerts if a.first_seq == 250] == ["open"]
 
 
+def test_an_offline_run_skips_a_step_at_each_break_and_carries_its_state_across():
+    from stream_detector.offline import run_offline
+
+    def engine() -> DetectionEngine:
+        return DetectionEngine(
+            MeanAbsModel(),
+            build_threshold("ewma_sigma", k=4.0, alpha=0.05, warmup=150, prior_weight=20),
+            EpisodeRules(hold_down=5, update_ratio=100.0),
+            emit_scores=True,
+        )
+
+    x = _stream(300)["B"]
+    run = run_offline(engine(), "B", x, steps_per_record=7, breaks=(160,))
+    # No window spans the break: 160 − 4 windows before it, 140 − 4 after, the second part's
+    # sequence numbers one step on.
+    assert len(run.scores) == 156 + 136
+    assert run.end_seqs[155] == 159 and run.end_seqs[156] == 161 + 4
+    assert run.end_seqs[-1] == 300
+    # B's bump (rows 200–203) after the break is found by a threshold warmed before it.
+    assert [first for first, _ in run.episodes()] == [201]
+    alone = run_offline(engine(), "B", x[160:], steps_per_record=7)
+    # Run alone, the second part is still in its warm-up of 150 scores at the bump.
+    assert alone.episodes() == []
+    assert "not_ready" not in run.statuses[156:] and "not_ready" in alone.statuses
+    with pytest.raises(ValueError, match="breaks must lie inside"):
+        run_offline(engine(), "B", x, breaks=(300,))
+
+
 def _batches_engine() -> DetectionEngine:
     # Batches of 20 scores, an episode back-dated to its batch's first score.
     return DetectionEngine(
