@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -613,9 +613,7 @@ def evaluate(
         raise click.BadParameter("needs --thresholds", param_hint="--injection-copies")
     if all_slots and grid is None:
         raise click.BadParameter("needs --thresholds", param_hint="--all-slots")
-    selected = list(channels) or None
-    if shard is not None:
-        selected = shard_channels(root, dataset, selected, shard)
+    selected = selected_channels(root, dataset, channels, shard)
     if grid is not None:
         from stream_detector.evaluation.threshold_grid import (
             INJECTION_COPIES,
@@ -653,6 +651,14 @@ def evaluate(
     click.echo(
         f"wrote {target}/channels.csv, {summary}" + ("" if no_plots else f", {target}/plots/")
     )
+
+
+def selected_channels(
+    root: Path, dataset: str, channels: Sequence[str], shard: str | None
+) -> list[str] | None:
+    """The channels a command's --channel and --shard select: None for every one."""
+    selected = list(channels) or None
+    return selected if shard is None else shard_channels(root, dataset, selected, shard)
 
 
 def shard_channels(root: Path, dataset: str, given: list[str] | None, shard: str) -> list[str]:

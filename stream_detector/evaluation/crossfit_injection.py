@@ -415,6 +415,16 @@ def _counts_files(given: Path) -> list[Path]:
     return found
 
 
+_thresholds_option = click.option(
+    "--thresholds",
+    "grid",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="a threshold grid (JSON), as for `evaluate --thresholds` (`report`: the one the "
+    "shares were run with)",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """A label-free key on long streams: one anomaly injected late into each cross-fitted
@@ -422,13 +432,7 @@ def main() -> None:
 
 
 @main.command("run")
-@click.option(
-    "--thresholds",
-    "grid",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="a threshold grid (JSON), as for `evaluate --thresholds`",
-)
+@_thresholds_option
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -463,14 +467,12 @@ def run_command(
     data_root: Path | None,
 ) -> None:
     """Inject, score and judge: one run per fold and copy, per variant of the grid."""
-    from stream_detector.cli import limit_torch_threads, shard_channels
+    from stream_detector.cli import limit_torch_threads, selected_channels
 
     settings = Settings()
     limit_torch_threads(settings)
     root = data_root or Path(settings.data.root)
-    selected = list(channels) or None
-    if shard is not None:
-        selected = shard_channels(root, dataset, selected, shard)
+    selected = selected_channels(root, dataset, channels, shard)
     try:
         results, left_out = run_late_injection(
             root, dataset, cache, load_grid(grid), selected, settings, warm=warm
@@ -487,13 +489,7 @@ def run_command(
 
 @main.command("report")
 @click.argument("shares", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--thresholds",
-    "grid_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
-    help="the grid the shares were run with",
-)
+@_thresholds_option
 @click.option(
     "--against",
     type=click.Path(exists=True, path_type=Path),
@@ -533,7 +529,7 @@ def run_command(
 )
 def report_command(
     shares: tuple[Path, ...],
-    grid_file: Path,
+    grid: Path,
     against: Path,
     counts_files: tuple[Path, ...],
     data_root: Path | None,
@@ -551,7 +547,7 @@ def report_command(
         if save_to is not None:
             save_late(save_to, late, source=" ".join(str(s) for s in shares))
         files = [f for given in counts_files for f in _counts_files(given)]
-        text = key_report(late, load_results(against), files, load_grid(grid_file), settings, rule)
+        text = key_report(late, load_results(against), files, load_grid(grid), settings, rule)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(text, nl=False)

@@ -243,16 +243,14 @@ def main(
     """Cut every channel's train split in two halves, train the cache's recipe on each and
     score the other, replay those out-of-sample scores through each threshold of a grid and
     count the episodes, all presumed false (label-free; a diagnostic that chooses nothing)."""
-    from stream_detector.cli import limit_torch_threads, shard_channels
+    from stream_detector.cli import limit_torch_threads, selected_channels
 
     if decide and against is None:
         raise click.UsageError("--decide judges a grid's results: give them with --against")
     settings = Settings()
     limit_torch_threads(settings)
     root = data_root or Path(settings.data.root)
-    selected = list(channels) or None
-    if shard is not None:
-        selected = shard_channels(root, dataset, selected, shard)
+    selected = selected_channels(root, dataset, channels, shard)
     try:
         counts, skipped = replay_crossfit(
             root, dataset, cache, load_grid(grid), selected, settings, fold_epochs

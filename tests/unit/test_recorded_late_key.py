@@ -14,6 +14,7 @@ from stream_detector.evaluation.threshold_grid import (
     load_grid,
 )
 from stream_detector.settings import Settings
+from tests.unit.test_recorded_counts import _table
 
 REPO = Path(__file__).resolve().parents[2]
 GRID = load_grid(REPO / "docs" / "threshold-race-batches.json")
@@ -25,17 +26,6 @@ def _doc() -> str:
     return (REPO / "docs" / "threshold-race.md").read_text()
 
 
-def _rows() -> list[list[str]]:
-    lines = _doc().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(HEADER))
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-    return rows
-
-
 def test_the_recorded_late_key_is_the_documents_table():
     late = load_late(RECORD)
     assert list(late) == [v.name for v in GRID]
@@ -44,7 +34,7 @@ def test_the_recorded_late_key_is_the_documents_table():
     # summed copy by copy.
     assert (runs.count("MSL"), runs.count("SMAP")) == (8 * 17, 8 * 39)
     scores = label_free_scores(late)
-    rows = _rows()
+    rows = _table(HEADER)
     assert [re.sub(r" \(the default\)$", "", r[0]) for r in rows] == list(late)
     for row in rows:
         name = re.sub(r" \(the default\)$", "", row[0])
