@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from stream_detector.evaluation.crossfit_injection import load_late
 from stream_detector.evaluation.replay_counts import decision_lines, load_counts
 from stream_detector.evaluation.threshold_grid import (
@@ -20,10 +22,27 @@ REPO = Path(__file__).resolve().parents[2]
 GRID = load_grid(REPO / "docs" / "threshold-race-batches.json")
 RECORD = REPO / "docs" / "late-key" / "telemanom-recipe-batches.json.gz"
 HEADER = "| threshold | late key, MSL | held-out key, MSL | late key, SMAP |"
+# The thirty-fifth look's key, warmed on the other half, beside the thirty-fourth's.
+WARM = REPO / "docs" / "late-key" / "telemanom-recipe-batches-warm.json.gz"
+WARM_HEADER = "| threshold | warm key, MSL | late key, MSL | warm key, SMAP |"
 
 
 def _doc() -> str:
     return (REPO / "docs" / "threshold-race.md").read_text()
+
+
+def _name(cell: str) -> str:
+    return re.sub(r" \((the default|v7's pick)\)$", "", cell)
+
+
+def test_the_warm_key_is_the_documents_table_beside_the_late_one():
+    warm, late = label_free_scores(load_late(WARM)), label_free_scores(load_late(RECORD))
+    rows = _table(WARM_HEADER)
+    assert [_name(r[0]) for r in rows] == [v.name for v in GRID]
+    for row in rows:
+        name = _name(row[0])
+        cells = [warm[name]["MSL"], late[name]["MSL"], warm[name]["SMAP"], late[name]["SMAP"]]
+        assert [f"{c.injected_f1:.3f}" for c in cells] == row[1:5], name
 
 
 def test_the_recorded_late_key_is_the_documents_table():
@@ -42,14 +61,25 @@ def test_the_recorded_late_key_is_the_documents_table():
         assert f"{scores[name]['SMAP'].injected_f1:.3f}" == row[3], name
 
 
-def test_rule_v6s_verdict_on_the_record_is_the_one_quoted():
+@pytest.mark.parametrize(
+    ("record", "pick", "margins"),
+    [
+        (
+            RECORD,
+            "telemanom, buffer 100, relearn 100, spikes ×2, warm-up 500",
+            "79%, MSL 71%, SMAP 84%",
+        ),
+        (WARM, "telemanom, buffer 25, relearn 50, spikes ×2, warm-up 500", "57%, MSL 5%, SMAP 98%"),
+    ],
+)
+def test_the_rules_verdict_on_each_record_is_the_one_quoted(record, pick, margins):
     counts, _, _ = load_counts(
         sorted((REPO / "docs" / "replay-counts" / "telemanom-recipe-batches").glob("*.json")), GRID
     )
     incumbent = incumbent_variant(GRID, Settings())
     assert incumbent is not None
-    verdict = decision_lines(counts, load_late(RECORD), incumbent)
+    verdict = decision_lines(counts, load_late(record), incumbent)
     quoted = verdict.split("no test label read): ", 1)[1]
     assert quoted in _doc()
-    assert "the pick `telemanom, buffer 100, relearn 100, spikes ×2, warm-up 500`" in quoted
-    assert "all 79%, MSL 71%, SMAP 84%" in quoted
+    assert f"the pick `{pick}` stays ahead of the default in all {margins}" in quoted
+    assert quoted.endswith("stays")
