@@ -23,6 +23,11 @@ raised 20).
   error is under ``min_error``, or whose spread is under ``min_value_ratio`` of the values'.
   The batch is ``anomalous`` if any of its points is flagged. Earlier verdicts are read one
   batch off, as the 2018 code read them.
+- **Spikes** (``spike_margin`` > 0; 0, off, is telemanom's form). A batch whose largest raw
+  score exceeds (1 + ``spike_margin``) × the largest raw score of the window's earlier
+  batches, and ``min_error``, is ``anomalous`` whatever ε says: the smoothing flattens a
+  spike of a few steps below any ε (docs/threshold-race.md, thirty-sixth look). It is the
+  per-score form's rule (`telemanom`'s ``spike_margin``), judged a batch at a time.
 - **Between verdicts** a score is ``pending``: it is in the window, not yet judged.
 - **Warm-up.** Nothing before the ``warmup``-th score is flagged (``not_ready``). telemanom
   chose 500, 250 or 0 from the series' total length, which a stream does not know. Windows
@@ -169,7 +174,7 @@ def window_anomalies(
 class TelemanomBatches(ThresholdStrategy):
     # Unprotected by design (telemanom's window takes every error): every key moves.
     volatile_keys: ClassVar[frozenset[str]] = frozenset(
-        {"num", "den", "n", "errors", "values", "flagged", "eps"}
+        {"num", "den", "n", "errors", "values", "flagged", "eps", "raw_maxima", "raw_block"}
     )
     protected: ClassVar[bool] = False
 
@@ -183,6 +188,7 @@ class TelemanomBatches(ThresholdStrategy):
         warmup: int = 140,
         min_error: float = 0.05,
         min_value_ratio: float = 0.05,
+        spike_margin: float = 0.0,
     ) -> None:
         if span < 1 or batch < 1 or window < 2 * batch:
             raise ValueError("need span >= 1, batch >= 1 and window >= 2·batch")
@@ -190,6 +196,8 @@ class TelemanomBatches(ThresholdStrategy):
             raise ValueError("need error_buffer >= 1, 0 <= p < 1 and warmup >= 0")
         if min_error < 0 or min_value_ratio < 0:
             raise ValueError("need min_error >= 0 and min_value_ratio >= 0")
+        if spike_margin < 0:
+            raise ValueError("need spike_margin >= 0 (0: off)")
         self.span = span
         self.window = window
         self.batch = batch
@@ -198,6 +206,7 @@ class TelemanomBatches(ThresholdStrategy):
         self.warmup = warmup
         self.min_error = min_error
         self.min_value_ratio = min_value_ratio
+        self.spike_margin = spike_margin
 
     @property
     def latency(self) -> int:
@@ -215,6 +224,7 @@ class TelemanomBatches(ThresholdStrategy):
             "warmup": self.warmup,
             "min_error": self.min_error,
             "min_value_ratio": self.min_value_ratio,
+            "spike_margin": self.spike_margin,
         }
 
     def initial_state(self, prior: ScorePrior | None) -> ThresholdState:
@@ -227,6 +237,8 @@ class TelemanomBatches(ThresholdStrategy):
             "values": [],
             "flagged": [],  # stream indices flagged by earlier verdicts still in reach
             "eps": None,
+            "raw_maxima": [],  # the largest raw score of each earlier batch in the window
+            "raw_block": None,  # the largest raw score of this batch so far
         }
 
     def step(
@@ -247,9 +259,13 @@ class TelemanomBatches(ThresholdStrategy):
         n = state["n"]
         state["errors"] = _pushed(state["errors"], float(es), self.window)
         state["values"] = _pushed(state["values"], float(value), self.window)
+        if math.isfinite(score):
+            block = state.get("raw_block")
+            state["raw_block"] = float(score) if block is None else max(block, float(score))
         eps = state["eps"]
         if n % self.batch:
             return state, Decision("pending" if n > self.warmup else "not_ready", eps)
+        spike = self._spike(state)
         if n <= self.warmup:
             return state, Decision("not_ready", eps)
         errors = np.asarray(state["errors"], dtype=np.float64)
@@ -274,4 +290,22 @@ class TelemanomBatches(ThresholdStrategy):
         reach = n - self.window - self.batch
         state["flagged"] = [i for i in state["flagged"] if i >= reach] + [start + j for j in found]
         state["eps"] = float(eps)
-        return state, Decision("anomalous" if found else "normal", float(eps))
+        return state, Decision("anomalous" if found or spike else "normal", float(eps))
+
+    def _spike(self, state: ThresholdState) -> bool:
+        """Whether this batch's largest raw score is a spike: above (1 + ``spike_margin``) ×
+        the largest raw score of the window's earlier batches, and above ``min_error``. The
+        smoothing flattens a few steps' spike below any ε; the per-score form's rule finds
+        it. Moves the batch's maximum into the window's either way (a batch ends here)."""
+        block = state.get("raw_block")
+        earlier = list(state.get("raw_maxima", []))
+        spike = (
+            self.spike_margin > 0
+            and block is not None
+            and bool(earlier)
+            and block > max((1 + self.spike_margin) * max(earlier), self.min_error)
+        )
+        if block is not None:
+            state["raw_maxima"] = [*earlier, block][-max(self.window // self.batch - 1, 1) :]
+        state["raw_block"] = None
+        return bool(spike)

@@ -253,3 +253,36 @@ def test_both_processings_read_one_cache_and_the_streamed_one_is_the_grids_defau
         tb.main, ["--cache", str(cache), "--channel", "A-1", "--data-root", str(DATA)]
     )
     assert missing.exit_code != 0 and "has no scores of A-1" in missing.output
+
+
+def test_a_spike_the_smoothing_hides_flags_its_batch_only_with_the_spike_rule():
+    from stream_detector.thresholds import build_threshold
+    from stream_detector.thresholds.state_codec import pack_state, unpack_state
+
+    errors = _errors()  # about 0.01: under min_error, so ε flags nothing
+    # 3-step spikes: one in the warm-up, then one above 1.5 × it, one no higher than the one
+    # before (still in the window of 30 batches), one above 1.5 × every earlier one, and one
+    # above the warm-up's and the first ones' but not 1.5 × the last.
+    for at, height in ((100, 0.1), (1000, 0.2), (1500, 0.2), (2000, 0.5), (2600, 0.6)):
+        errors[at : at + 3] = height
+
+    def verdicts(margin: float) -> list[int]:
+        thr = build_threshold("telemanom_batches", spike_margin=margin)
+        state = thr.initial_state(None)
+        flagged = []
+        for i, (error, value) in enumerate(zip(errors, VALUES, strict=True)):
+            if i == 1700:  # the raw maxima survive the store's encoding
+                state = unpack_state(json.loads(json.dumps(pack_state(state))))
+            state, decision = thr.step(state, float(error), float(value))
+            if decision.anomalous:
+                flagged.append(i + 1)
+        return flagged
+
+    assert verdicts(0.0) == []  # telemanom's form: the smoothing hides every spike
+    # Batches end at multiples of 70: 1050 holds step 1000, 2030 step 2000. The spike at 100
+    # came in the warm-up (140) and is only a maximum to beat.
+    assert verdicts(0.5) == [1050, 2030]
+    # With a margin of 0.1, the spike at 2600 (0.6 > 1.1 × 0.5) flags its batch too.
+    assert verdicts(0.1) == [1050, 2030, 2660]
+    with pytest.raises(ValueError, match="spike_margin"):
+        build_threshold("telemanom_batches", spike_margin=-0.1)
