@@ -62,6 +62,7 @@ from stream_detector.evaluation.threshold_grid import (
     ThresholdVariant,
     VariantResult,
     incumbent_variant,
+    join_variants,
     judge_injected,
     label_free_scores,
     load_grid,
@@ -305,6 +306,19 @@ def load_late(path: Path) -> dict[str, VariantResult]:
     return out
 
 
+def join_shares(
+    parts: Sequence[dict[str, VariantResult]], channel_order: Sequence[str]
+) -> dict[str, VariantResult]:
+    """Runs of one grid's shares of the channels merged (`merge_results`), and runs of other
+    variants over the same channels joined to them (`join_variants`): a variant added to a
+    grid is judged alone, as `grid-report` joins it."""
+    groups: dict[tuple[str, ...], list[dict[str, VariantResult]]] = {}
+    for part in parts:
+        groups.setdefault(tuple(part), []).append(part)
+    merged = [g[0] if len(g) == 1 else merge_results(g, channel_order) for g in groups.values()]
+    return merged[0] if len(merged) == 1 else join_variants(merged)
+
+
 def with_key(
     grid: dict[str, VariantResult], late: dict[str, VariantResult]
 ) -> dict[str, VariantResult]:
@@ -536,14 +550,15 @@ def report_command(
     save_to: Path | None,
     rule: str,
 ) -> None:
-    """Merge `run`'s shares (their --out folders, or one file `--save` recorded) and print the
-    key's checks, rule v6's verdict and the key per variant (reads no test label)."""
+    """Merge `run`'s shares (their --out folders, or files `--save` recorded; runs of other
+    variants over the same channels are joined) and print the key's checks, the rule's
+    verdict and the key per variant (reads no test label)."""
     settings = Settings()
     root = data_root or Path(settings.data.root)
     order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
     try:
         parts = [load_results(s) if s.is_dir() else load_late(s) for s in shares]
-        late = parts[0] if len(parts) == 1 else merge_results(parts, order)
+        late = join_shares(parts, order)
         if save_to is not None:
             save_late(save_to, late, source=" ".join(str(s) for s in shares))
         files = [f for given in counts_files for f in _counts_files(given)]

@@ -262,5 +262,32 @@ def test_the_report_checks_the_key_and_gives_rule_v6s_verdict(d11_cache, tmp_pat
     assert "a check fails: rule v7 may not judge" in out.output
     assert "rule v7 (docs/threshold-race.md, thirty-fifth look" in out.output
     assert out.output.split("\n")[8:] == report.split("\n")[8:]  # the same key and table
+
+    # A variant judged alone joins the others' runs: "never" run apart, then reported with
+    # the first run's two other variants, prints what the run of all three printed.
+    alone = tmp_path / "never.json"
+    alone.write_text(json.dumps([{"name": "never", "threshold": variants[2].threshold}]))
+    pair = tmp_path / "pair.json"
+    pair.write_text(
+        json.dumps(
+            [{"name": v.name, "threshold": v.threshold, "alerts": v.alerts} for v in variants[:2]]
+        )
+    )
+    for grid, folder in ((alone, "late-never"), (pair, "late-pair")):
+        run = [
+            *args,
+            "--channel",
+            "D-11",
+            "--thresholds",
+            str(grid),
+            "--out",
+            str(tmp_path / folder),
+        ]
+        out = CliRunner().invoke(ci.main, ["run", *run])
+        assert out.exit_code == 0, out.output
+    joined = [str(tmp_path / "late-pair"), str(tmp_path / "late-never"), *report_args[2:]]
+    out = CliRunner().invoke(ci.main, ["report", *joined])
+    assert out.exit_code == 0, out.output
+    assert out.output == report
     # One channel ranks three variants: too few to pass the checks, but the table is there.
     assert "| always | 1.000 |" in out.output and "| never | 0.000 |" in out.output
