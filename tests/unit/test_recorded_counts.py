@@ -74,3 +74,23 @@ def test_the_recorded_counts_are_the_documents_tables(pattern, header, columns, 
         for craft, (column, steps) in columns.items():
             c = counts[_name(row[0])][craft]
             assert (c.episodes, c.steps) == (int(row[column]), steps), (row[0], craft)
+
+
+def test_the_spike_rules_replay_counts_the_24_earlier_variants_as_recorded_before():
+    """The thirty-sixth look replayed the cross-fitted train with 25 variants: the 24 earlier
+    ones count what the thirty-third look recorded, the new one what its table says."""
+    spikes_grid = load_grid(REPO / "docs" / "threshold-race-batches-spikes.json")
+    assert [v.name for v in spikes_grid[:-1]] == [v.name for v in BATCHES_GRID]
+    folder = REPO / "docs" / "replay-counts"
+    before, _, _ = load_counts(sorted(folder.glob("telemanom-recipe-batches/*.json")), BATCHES_GRID)
+    after, _, stream = load_counts(
+        sorted(folder.glob("telemanom-recipe-batches-spikes/*.json")), spikes_grid
+    )
+    assert stream == "cross-fitted train"
+    for name, by_craft in before.items():
+        assert after[name] == by_craft, name
+    new = after[spikes_grid[-1].name]
+    assert (new["MSL"].episodes, new["SMAP"].episodes) == (20, 15)
+    assert (new["MSL"].steps, new["SMAP"].steps) == (43_526, 109_399)
+    table = _table("| | warm key MSL | warm key SMAP | cross-fitted episodes MSL / SMAP |")
+    assert table[-1][0] == "telemanom's batches, spikes ×1.5" and table[-1][3] == "20 / 15"

@@ -25,6 +25,9 @@ HEADER = "| threshold | late key, MSL | held-out key, MSL | late key, SMAP |"
 # The thirty-fifth look's key, warmed on the other half, beside the thirty-fourth's.
 WARM = REPO / "docs" / "late-key" / "telemanom-recipe-batches-warm.json.gz"
 WARM_HEADER = "| threshold | warm key, MSL | late key, MSL | warm key, SMAP |"
+# The thirty-sixth look's: the 24 variants' warm runs and the spike rule's, joined.
+SPIKES = REPO / "docs" / "late-key" / "telemanom-recipe-batches-spikes-warm.json.gz"
+SPIKES_HEADER = "| | warm key MSL | warm key SMAP | cross-fitted episodes MSL / SMAP |"
 
 
 def _doc() -> str:
@@ -83,3 +86,21 @@ def test_the_rules_verdict_on_each_record_is_the_one_quoted(record, pick, margin
     assert quoted in _doc()
     assert f"the pick `{pick}` stays ahead of the default in all {margins}" in quoted
     assert quoted.endswith("stays")
+
+
+def test_the_spike_rules_warm_key_joins_the_24_earlier_runs_unchanged():
+    spikes = load_late(SPIKES)
+    grid = load_grid(REPO / "docs" / "threshold-race-batches-spikes.json")
+    assert list(spikes) == [v.name for v in grid]
+    warm = load_late(WARM)
+    for name, res in warm.items():
+        assert spikes[name].injected == res.injected, name
+    scores = label_free_scores(spikes)
+    rows = {r[0]: r for r in _table(SPIKES_HEADER)}
+    for shown, name in (
+        ("the default", "telemanom, buffer 100, relearn 100, spikes ×1.5, lead 49"),
+        ("telemanom's batches", "telemanom's batches, one batch late, lead 69"),
+        ("telemanom's batches, spikes ×1.5", grid[-1].name),
+    ):
+        quoted = rows[shown][1:3]
+        assert [f"{scores[name][c].injected_f1:.3f}" for c in ("MSL", "SMAP")] == quoted, shown
