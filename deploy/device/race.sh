@@ -11,7 +11,9 @@
 #   RACE_NAME=telemanom-recipe RACE_FLAGS="--window 260 --epochs 35 ..." deploy/device/race.sh
 #
 # Back here: `tar -C artifacts/eval/RACE_NAME-device -xJf race.tar.xz` gives race/ (the grid
-# report, for proxy-check and --against) and counts/ (for `replay_counts`), times.txt, logs/.
+# report, for proxy-check and --against) and counts/ (for `replay_counts`), times.txt, logs/,
+# and the warm late key (thirty-fifth look): late/warm.json.gz (for `crossfit_injection
+# report` and `compare`) and late-key.md, its checks and rule v7's verdict.
 set -euo pipefail
 
 : "${RACE_NAME:?names the recipe: its cache is artifacts/cache/RACE_NAME}"
@@ -23,6 +25,7 @@ RACE_DATASET=${RACE_DATASET:-both}
 FOLD_DATASET=${FOLD_DATASET:-both}  # "none" trains no fold models
 JOBS=${JOBS:-8}                     # race processes (training on the GPU, judging on a core)
 FOLD_JOBS=${FOLD_JOBS:-6}           # fold processes
+LATE_KEY=${LATE_KEY:-warm}          # after the folds: the thirty-fifth look's key; "none" skips it
 PYTHON=${PYTHON:-python3}
 CACHE_ROOT=${CACHE_ROOT:-artifacts/cache}
 WHEELS=${WHEELS:-.whl}              # "none" where the packages are installed (a CPU test)
@@ -78,6 +81,25 @@ if [ $status -ne 0 ]; then tail -n 20 "$pack"/logs/*.log; fi
 "$PYTHON" -m stream_detector.cli grid-report "$work"/eval/race-shard-* --thresholds "$RACE_GRID" \
   --out "$pack/race" > "$pack/logs/grid-report.log" 2>&1 || status=1
 "$PYTHON" -m stream_detector.cli prediction-error "$cache" > "$pack/prediction-error.md" 2>&1 || true
+
+# The warm late key reads the uncapped fold models (crossfit/): capped ones are another stream.
+case "$FOLD_DATASET $FOLD_FLAGS" in none*|*--fold-epochs*) LATE_KEY=none ;; esac
+if [ "$LATE_KEY" != none ] && [ $status -eq 0 ]; then
+  pids=()
+  for i in $(seq 0 $((FOLD_JOBS - 1))); do
+    # shellcheck disable=SC2086  # FOLD_FLAGS is a list of flags
+    "$PYTHON" -m stream_detector.evaluation.crossfit_injection run --warm --dataset "$FOLD_DATASET" \
+      --cache "$cache" --thresholds "$RACE_GRID" $FOLD_FLAGS --shard "$i/$FOLD_JOBS" \
+      --out "$work/late/shard-$i" > "$pack/logs/late-$i.log" 2>&1 & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || status=1; done
+  stamp "late key done (status $status)"
+  # Its record and report come back; the shares (megabytes) stay.
+  mkdir -p "$pack/late"
+  "$PYTHON" -m stream_detector.evaluation.crossfit_injection report "$work"/late/shard-* --rule v7 \
+    --thresholds "$RACE_GRID" --against "$pack/race" --counts "$pack/counts" \
+    --save "$pack/late/warm.json.gz" > "$pack/late-key.md" 2> "$pack/logs/late-report.log" || status=1
+fi
 stamp "packed"
 tar -C "$pack" -cJf "$OUT/race.tar.xz" .
 cat "$pack/times.txt"

@@ -54,6 +54,7 @@ from stream_detector.evaluation.replay_counts import decision_lines, load_counts
 from stream_detector.evaluation.runner import dataset_rows
 from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import (
+    DECISION_MARGIN,
     INJECTION_COPIES,
     INJECTION_LENGTH,
     INJECTION_MARGIN,
@@ -61,6 +62,7 @@ from stream_detector.evaluation.threshold_grid import (
     ScoreCache,
     ThresholdVariant,
     VariantResult,
+    detector_margins,
     incumbent_variant,
     join_variants,
     judge_injected,
@@ -563,6 +565,132 @@ def report_command(
             save_late(save_to, late, source=" ".join(str(s) for s in shares))
         files = [f for given in counts_files for f in _counts_files(given)]
         text = key_report(late, load_results(against), files, load_grid(grid), settings, rule)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(text, nl=False)
+
+
+def common_channels(
+    first: VariantResult, second: VariantResult
+) -> tuple[VariantResult, VariantResult, list[str]]:
+    """Both detectors' runs on the channels where each has the same number of runs (a half
+    one detector's window leaves out, the other's may keep), and the channels dropped."""
+
+    def per_channel(res: VariantResult) -> dict[str, int]:
+        counted: dict[str, int] = {}
+        for row in res.injected_rows:
+            counted[row.chan_id] = counted.get(row.chan_id, 0) + 1
+        return counted
+
+    a, b = per_channel(first), per_channel(second)
+    kept = {c for c in a if b.get(c) == a[c]}
+    dropped = sorted((set(a) | set(b)) - kept)
+
+    def only(res: VariantResult) -> VariantResult:
+        keep = [i for i, r in enumerate(res.injected_rows) if r.chan_id in kept]
+        return dataclasses.replace(
+            res,
+            injected=[res.injected[i] for i in keep],
+            injected_rows=[res.injected_rows[i] for i in keep],
+            injected_kinds=[res.injected_kinds[i] for i in keep],
+        )
+
+    return only(first), only(second), dropped
+
+
+def compare_report(
+    first: VariantResult, second: VariantResult, names: tuple[str, str], variant: str
+) -> str:
+    """Two detectors under one threshold on a late key: each one's key per data set, and how
+    often the first stays ahead in paired draws of the channels (`detector_margins`, the
+    written rules' test for a detector). Label-free."""
+    a, b, dropped = common_channels(first, second)
+    scores = label_free_scores({names[0]: a, names[1]: b})
+    lines = [
+        f"Under `{variant}`:",
+        "",
+        "| detector | data | injected anomalies | key (injected F1) | injected composite F1 |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, res in zip(names, (a, b), strict=True):
+        for craft, score in scores[name].items():
+            injected = sum(
+                c.tp + c.fn
+                for c, r in zip(res.injected, res.injected_rows, strict=True)
+                if r.spacecraft == craft
+            )
+            lines.append(
+                f"| {name} | {craft} | {injected} | {score.injected_f1:.3f} "
+                f"| {score.injected_composite_f1:.3f} |"
+            )
+    ahead = ", ".join(f"{k} {v:.1%}" for k, v in detector_margins(a, b).items())
+    lines += [
+        "",
+        f"`{names[0]}` stays ahead of `{names[1]}` on the key in {ahead} of 1,000 paired draws "
+        f"of the channels (the bar for a change of detector: {DECISION_MARGIN:.0%} on each).",
+    ]
+    if dropped:
+        lines.append(f"Left out (not the same runs for both): {', '.join(dropped)}.")
+    return "\n".join(lines) + "\n"
+
+
+@main.command("compare")
+@click.option(
+    "--first",
+    "first_shares",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="the first detector's `run` shares or `--save` records (repeatable)",
+)
+@click.option(
+    "--second",
+    "second_shares",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="the second detector's, run with the same grid and the same --warm",
+)
+@_thresholds_option
+@click.option(
+    "--variant",
+    default=None,
+    help="the threshold to compare them under [default: the grid's variant the current "
+    "settings build, the default configuration]",
+)
+@click.option("--names", nargs=2, default=("first", "second"), show_default=True)
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT), for the channels' order",
+)
+def compare_command(
+    first_shares: tuple[Path, ...],
+    second_shares: tuple[Path, ...],
+    grid: Path,
+    variant: str | None,
+    names: tuple[str, str],
+    data_root: Path | None,
+) -> None:
+    """Two detectors under one threshold on the late key: the written rules' pairwise test
+    that a pick on another detector has to pass before it becomes the default."""
+    settings = Settings()
+    root = data_root or Path(settings.data.root)
+    order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
+    name = variant or incumbent_variant(load_grid(grid), settings)
+    if name is None:
+        raise click.BadParameter(
+            "no variant of the grid is the settings': name one", param_hint="--variant"
+        )
+    try:
+        runs = [
+            join_shares([load_results(s) if s.is_dir() else load_late(s) for s in shares], order)
+            for shares in (first_shares, second_shares)
+        ]
+        if any(name not in run for run in runs):
+            raise ValueError(f"variant {name!r} is not in both detectors' runs")
+        text = compare_report(runs[0][name], runs[1][name], names, name)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(text, nl=False)

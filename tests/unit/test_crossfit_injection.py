@@ -291,3 +291,44 @@ def test_the_report_checks_the_key_and_gives_rule_v6s_verdict(d11_cache, tmp_pat
     assert out.output == report
     # One channel ranks three variants: too few to pass the checks, but the table is there.
     assert "| always | 1.000 |" in out.output and "| never | 0.000 |" in out.output
+
+
+def test_two_detectors_are_compared_on_the_channels_both_judged_alike():
+    from tests.unit.test_threshold_grid import _result
+
+    both = [("SMAP", 0), ("MSL", 0), ("MSL", 0)]
+    # C-0 and C-1 found by the first only; C-2 has a run fewer for the second detector.
+    first = _result(both, [(10, 19), (10, 19), (10, 19)])
+    second = _result(both[:2], [None, None])
+    second.injected_rows.append(first.injected_rows[2])
+    second.injected.append(second.injected[0])
+    first.injected_rows.append(first.injected_rows[2])  # C-2: two runs here, one there
+    first.injected.append(first.injected[2])
+    for res in (first, second):
+        res.injected_kinds = [[] for _ in res.injected]
+    a, b, dropped = ci.common_channels(first, second)
+    assert dropped == ["C-2"]
+    assert (
+        [r.chan_id for r in a.injected_rows]
+        == ["C-0", "C-1"]
+        == [r.chan_id for r in b.injected_rows]
+    )
+    text = ci.compare_report(first, second, ("new", "old"), "default")
+    assert "| new | SMAP | 1 | 1.000 |" in text and "| old | MSL | 1 | 0.000 |" in text
+    assert "`new` stays ahead of `old` on the key in all 100.0%, MSL 100.0%, SMAP 100.0%" in text
+    assert "Left out (not the same runs for both): C-2." in text
+
+
+def test_compare_reads_records_and_finds_no_lead_between_equal_runs():
+    from click.testing import CliRunner
+
+    records = Path(__file__).resolve().parents[2] / "docs" / "late-key"
+    grid = Path(__file__).resolve().parents[2] / "docs" / "threshold-race-batches.json"
+    args = ["compare", "--thresholds", str(grid), "--names", "a", "b", "--data-root", str(DATA)]
+    # The thirty-sixth look's record holds the thirty-fifth's runs of the 24 variants.
+    warm = records / "telemanom-recipe-batches-warm.json.gz"
+    spikes = records / "telemanom-recipe-batches-spikes-warm.json.gz"
+    out = CliRunner().invoke(ci.main, [*args, "--first", str(warm), "--second", str(spikes)])
+    assert out.exit_code == 0, out.output
+    assert "| a | MSL | 264 | 0.696 |" in out.output
+    assert "in all 50.0%, MSL 50.0%, SMAP 50.0%" in out.output

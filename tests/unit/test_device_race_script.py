@@ -36,7 +36,9 @@ def test_the_device_script_packs_a_race_and_its_fold_counts(tmp_path):
         "RACE_DATASET": "smap",
         "FOLD_DATASET": "smap",
         "RACE_FLAGS": "--channel D-11 --epochs 1",
-        "FOLD_FLAGS": "--channel D-11 --fold-epochs 1",
+        # Uncapped fold models (the cache's recipe is one epoch anyway), so that the warm
+        # late key runs on them too.
+        "FOLD_FLAGS": "--channel D-11",
         "RACE_GRID": "docs/threshold-default.json",
     }
     run = subprocess.run(
@@ -64,3 +66,9 @@ def test_the_device_script_packs_a_race_and_its_fold_counts(tmp_path):
     )
     assert judged.exit_code == 0, judged.output
     assert "| SMAP |" in judged.output and "transfer to the test streams" in judged.output
+    # The warm late key's record and report come back; its shares stay behind.
+    assert "late key done (status 0)" in run.stdout
+    late = (back / "late-key.md").read_text()
+    assert "rule v7 (docs/threshold-race.md, thirty-fifth look" in late
+    assert "| SMAP | 1 |" in late  # one variant ranked: the checks cannot pass, but they ran
+    assert (back / "late" / "warm.json.gz").is_file() and not list((back / "late").rglob("*.pkl"))
