@@ -229,6 +229,7 @@ def run_late_injection(
 RULES = {
     "v6": "docs/threshold-race.md, thirty-fourth look: v5 on the late key",
     "v7": "docs/threshold-race.md, thirty-fifth look: v5 on the late key, warmed on the other half",
+    "v7s": "docs/threshold-race.md, thirty-seventh look: v7 judged after the gap has settled",
 }
 
 RECORD_FORMAT = "stream-detector late key v1"
@@ -305,6 +306,23 @@ def load_late(path: Path) -> dict[str, VariantResult]:
                 )
                 res.injected_rows.append(row)
                 res.injected_kinds.append([])
+    return out
+
+
+def judged_from(late: dict[str, VariantResult], start: int) -> dict[str, VariantResult]:
+    """The runs counted again with each injected half judged from its step `start` on: an
+    episode that ends before it is dropped, one that runs into it is cut there, and the
+    anomalies are counted as they were (each run's episodes come from its `predicted`
+    spans, so nothing runs again). Refused if an anomaly starts before `start`."""
+    out: dict[str, VariantResult] = {}
+    for name, res in late.items():
+        counted = []
+        for c in res.injected:
+            if any(s < start for s, _ in c.labelled):
+                raise ValueError(f"{c.channel}: an injected anomaly starts before step {start}")
+            kept = [(max(s, start), e) for s, e in c.predicted if e >= start]
+            counted.append(count_channel(c.channel, c.labelled, kept, c.n_points))
+        out[name] = dataclasses.replace(res, injected=counted)
     return out
 
 
@@ -541,7 +559,17 @@ def run_command(
     type=click.Choice(sorted(RULES)),
     default="v6",
     show_default=True,
-    help="the rule the verdict is named for: v6 for `run`'s late key, v7 for `run --warm`'s",
+    help="the rule the verdict is named for: v6 for `run`'s late key, v7 for `run --warm`'s, "
+    "v7s for that counted with --judge-from",
+)
+@click.option(
+    "--judge-from",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="STEP",
+    help="judge each injected half from its step STEP on (episodes before it dropped, those "
+    "running into it cut): the thirty-seventh look's settled count of `run --warm`'s shares "
+    "(needs the shares: a record keeps no episodes)",
 )
 def report_command(
     shares: tuple[Path, ...],
@@ -551,6 +579,7 @@ def report_command(
     data_root: Path | None,
     save_to: Path | None,
     rule: str,
+    judge_from: int | None,
 ) -> None:
     """Merge `run`'s shares (their --out folders, or files `--save` recorded; runs of other
     variants over the same channels are joined) and print the key's checks, the rule's
@@ -561,6 +590,10 @@ def report_command(
     try:
         parts = [load_results(s) if s.is_dir() else load_late(s) for s in shares]
         late = join_shares(parts, order)
+        if judge_from is not None:
+            if not all(s.is_dir() for s in shares):
+                raise ValueError("--judge-from needs the shares: a record keeps no episodes")
+            late = judged_from(late, judge_from)
         if save_to is not None:
             save_late(save_to, late, source=" ".join(str(s) for s in shares))
         files = [f for given in counts_files for f in _counts_files(given)]

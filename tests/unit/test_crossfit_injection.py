@@ -332,3 +332,23 @@ def test_compare_reads_records_and_finds_no_lead_between_equal_runs():
     assert out.exit_code == 0, out.output
     assert "| a | MSL | 264 | 0.696 |" in out.output
     assert "in all 50.0%, MSL 50.0%, SMAP 50.0%" in out.output
+
+
+def test_a_settled_count_drops_the_episodes_before_its_step_and_cuts_those_across_it():
+    from stream_detector.data.smap_msl import LabelRow
+    from stream_detector.evaluation.metrics import count_channel
+    from stream_detector.evaluation.threshold_grid import VariantResult
+
+    row = LabelRow("C-0", "MSL", [], [], 0)
+    # One false episode before step 300, one across it, one after; the anomaly is found.
+    counted = count_channel(
+        "C-0", [(600, 749)], [(10, 40), (290, 320), (400, 410), (700, 720)], 1000
+    )
+    late = {"v": VariantResult(injected=[counted], injected_rows=[row], injected_kinds=[[]])}
+    settled = ci.judged_from(late, 300)["v"].injected[0]
+    assert (counted.fp, settled.fp) == (3, 2) and (settled.tp, settled.fn) == (1, 0)
+    assert settled.predicted == [(300, 320), (400, 410), (700, 720)]
+    assert settled.flagged_points == 21 + 11 + 21
+    assert ci.judged_from(late, 0)["v"].injected[0] == counted  # from the start: as it was
+    with pytest.raises(ValueError, match="starts before step 601"):
+        ci.judged_from(late, 601)

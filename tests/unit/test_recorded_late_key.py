@@ -28,6 +28,8 @@ WARM_HEADER = "| threshold | warm key, MSL | late key, MSL | warm key, SMAP |"
 # The thirty-sixth look's: the 24 variants' warm runs and the spike rule's, joined.
 SPIKES = REPO / "docs" / "late-key" / "telemanom-recipe-batches-spikes-warm.json.gz"
 SPIKES_HEADER = "| | warm key MSL | warm key SMAP | cross-fitted episodes MSL / SMAP |"
+# The thirty-seventh look's: the thirty-fifth's runs judged from step 360 of each half.
+SETTLED = REPO / "docs" / "late-key" / "telemanom-recipe-batches-warm-settled.json.gz"
 
 
 def _doc() -> str:
@@ -104,3 +106,19 @@ def test_the_spike_rules_warm_key_joins_the_24_earlier_runs_unchanged():
     ):
         quoted = rows[shown][1:3]
         assert [f"{scores[name][c].injected_f1:.3f}" for c in ("MSL", "SMAP")] == quoted, shown
+
+
+def test_the_settled_count_is_the_one_quoted_and_its_pick_the_default():
+    settled = load_late(SETTLED)
+    counts, _, _ = load_counts(
+        sorted((REPO / "docs" / "replay-counts" / "telemanom-recipe-batches").glob("*.json")), GRID
+    )
+    incumbent = incumbent_variant(GRID, Settings())
+    assert incumbent is not None
+    quoted = decision_lines(counts, settled, incumbent).split("no test label read): ", 1)[1]
+    assert quoted in _doc()
+    assert f"the pick is the default, `{incumbent}`: it stays" in quoted
+    scores = label_free_scores(settled)
+    mean = {n: (s["MSL"].injected_f1 + s["SMAP"].injected_f1) / 2 for n, s in scores.items()}
+    assert f"{mean[incumbent]:.4f}" == "0.7468"
+    assert f"{mean['telemanom, buffer 25, relearn 50, spikes ×2, warm-up 500']:.4f}" == "0.7448"
