@@ -136,19 +136,23 @@ race-crossfit: install ## after `make race`: RACE_GRID over the cross-fitted tra
 	  > artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-replay.md
 	cat artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-replay.md
 
-# The thirty-fourth look's key (docs/threshold-race.md): one anomaly injected late into each
-# cross-fitted half, eight copies, scored by `make race-crossfit`'s fold models (JOBS processes),
-# judged by every RACE_GRID variant; then the key's checks and rule v6's verdict, its quiet half
-# the counts `make race-crossfit` recorded.
+# The late key (docs/threshold-race.md, thirty-fourth and thirty-fifth looks): one anomaly
+# injected late into each cross-fitted half, eight copies, scored by `make race-crossfit`'s fold
+# models (JOBS processes), judged by every RACE_GRID variant after the channel's other half
+# (LATE_FLAGS=--warm, the default; empty for the thirty-fourth look's cold key with
+# LATE_RULE=v6); then the key's checks and the rule's verdict, its quiet half the counts
+# `make race-crossfit` recorded.
+LATE_FLAGS ?= --warm
+LATE_RULE ?= v7
 race-late-key: install ## after `make race-crossfit`: the late key's checks and rule v6 → artifacts/eval/diagnostics-RACE_NAME/late-key.md
 	mkdir -p artifacts/eval/diagnostics-$(RACE_NAME)
 	pids=(); for i in $$(seq 0 $$(($(JOBS) - 1))); do \
-	  SD_MODEL__TORCH_THREADS=1 $(BIN)/python -m stream_detector.evaluation.crossfit_injection run \
+	  SD_MODEL__TORCH_THREADS=1 $(BIN)/python -m stream_detector.evaluation.crossfit_injection run $(LATE_FLAGS) \
 	    --cache $(RACE_CACHE) --thresholds $(RACE_GRID) --shard $$i/$(JOBS) \
 	    --out artifacts/eval/diagnostics-$(RACE_NAME)/late-key-shard-$$i > artifacts/eval/diagnostics-$(RACE_NAME)/late-key-shard-$$i.log 2>&1 & pids+=($$!); \
 	done; status=0; for p in "$${pids[@]}"; do wait $$p || status=1; done; \
 	if [ $$status -ne 0 ]; then tail -n 20 artifacts/eval/diagnostics-$(RACE_NAME)/late-key-shard-*.log; exit 1; fi
-	$(BIN)/python -m stream_detector.evaluation.crossfit_injection report \
+	$(BIN)/python -m stream_detector.evaluation.crossfit_injection report --rule $(LATE_RULE) \
 	  $$(seq -f 'artifacts/eval/diagnostics-$(RACE_NAME)/late-key-shard-%g' 0 $$(($(JOBS) - 1))) \
 	  --thresholds $(RACE_GRID) --against artifacts/eval/race-$(RACE_NAME) \
 	  --counts artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-counts.json > artifacts/eval/diagnostics-$(RACE_NAME)/late-key.md
