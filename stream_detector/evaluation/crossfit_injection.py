@@ -42,13 +42,15 @@ from stream_detector.evaluation.crossfit_replay import (
     fold_folder,
     fold_recipe,
 )
-from stream_detector.evaluation.injection import KINDS, Injected, inject_anomalies
+from stream_detector.evaluation.injection import Injected, inject_anomalies
 from stream_detector.evaluation.metrics import ChannelCounts, count_channel
 from stream_detector.evaluation.proxy_check import (
     MAX_VOLUME,
     MIN_RELIABILITY,
     MIN_TRANSFER,
     check_proxy,
+    copy_numbers,
+    runs_at,
 )
 from stream_detector.evaluation.replay_counts import decision_lines, load_counts
 from stream_detector.evaluation.runner import dataset_rows
@@ -62,6 +64,7 @@ from stream_detector.evaluation.threshold_grid import (
     ScoreCache,
     ThresholdVariant,
     VariantResult,
+    copy_kind_and_sign,
     detector_margins,
     incumbent_variant,
     join_variants,
@@ -118,9 +121,7 @@ def late_injection(
         length=INJECTION_LENGTH,
         margin=INJECTION_MARGIN,
         seed=zlib.crc32(f"{chan}/fold{fold}/late/{copy}".encode()),
-        count=1,
-        kind=KINDS[(zlib.crc32(chan.encode()) + copy) % len(KINDS)],
-        sign=1.0 if (copy // len(KINDS)) % 2 == 0 else -1.0,
+        **copy_kind_and_sign(chan, copy),
     )
 
 
@@ -176,6 +177,7 @@ def run_late_injection(
         if not channels or row.chan_id in channels:
             first_row.setdefault(row.chan_id, row)
     results = {v.name: VariantResult() for v in variants}
+    settings_of = {v.name: v.settings(base) for v in variants}
     left_out: list[str] = []
     for chan, row in tqdm(first_row.items(), desc="late injections", unit="channel"):
         folds = channel_folds(root, chan, recipe, store, base)
@@ -186,9 +188,7 @@ def run_late_injection(
             if warm and (other is None or len(other.scores) < warm_min_scores):
                 left_out.append(f"{chan} fold {fold.index} (under {warm_min_scores} to warm on)")
                 continue
-            key = f"{chan}.fold{fold.index}"
-            cached = store.load(key)
-            arrays = dict(cached[1]) if cached is not None else {}
+            arrays = dict(fold.cached)
             model = ServedModel(fold.checkpoint)
             injections: list[tuple[Injected, np.ndarray]] = []
             added = False
@@ -207,12 +207,12 @@ def run_late_injection(
                 left_out.append(f"{chan} fold {fold.index}")
                 continue
             if added:
-                store.save(key, fold.checkpoint, arrays)
-            if other is not None and warm:
+                store.save(f"{chan}.fold{fold.index}", fold.checkpoint, arrays)
+            if warm and other is not None:
                 # The first part's model scores first: its prior starts the threshold.
                 model = ServedModel(other.checkpoint)
             for variant in variants:
-                settings = variant.settings(base)
+                settings = settings_of[variant.name]
                 result = results[variant.name]
                 for injected, scores in injections:
                     if warm and other is not None:
@@ -250,8 +250,6 @@ def _copy_sums(res: VariantResult) -> dict[str, list[ChannelCounts]]:
     """channel → one ChannelCounts per copy, summed over the channel's folds. Every number
     the rules and checks read is a sum over runs, per channel or per copy's half, so these
     sums give the same key, margins and halves as the runs themselves."""
-    from stream_detector.evaluation.proxy_check import copy_numbers
-
     out: dict[str, list[ChannelCounts]] = {}
     for counts, row, number in zip(res.injected, res.injected_rows, copy_numbers(res), strict=True):
         copy = number % INJECTION_COPIES
@@ -337,6 +335,13 @@ def join_shares(
         groups.setdefault(tuple(part), []).append(part)
     merged = [g[0] if len(g) == 1 else merge_results(g, channel_order) for g in groups.values()]
     return merged[0] if len(merged) == 1 else join_variants(merged)
+
+
+def load_shares(shares: Sequence[Path], root: Path) -> dict[str, VariantResult]:
+    """`run`'s --out folders or `--save` records, as one set of runs (`join_shares`) in the
+    label file's channel order under `root`."""
+    order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
+    return join_shares([load_results(s) if s.is_dir() else load_late(s) for s in shares], order)
 
 
 def with_key(
@@ -585,11 +590,8 @@ def report_command(
     variants over the same channels are joined) and print the key's checks, the rule's
     verdict and the key per variant (reads no test label)."""
     settings = Settings()
-    root = data_root or Path(settings.data.root)
-    order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
     try:
-        parts = [load_results(s) if s.is_dir() else load_late(s) for s in shares]
-        late = join_shares(parts, order)
+        late = load_shares(shares, data_root or Path(settings.data.root))
         if judge_from is not None:
             if not all(s.is_dir() for s in shares):
                 raise ValueError("--judge-from needs the shares: a record keeps no episodes")
@@ -620,13 +622,7 @@ def common_channels(
     dropped = sorted((set(a) | set(b)) - kept)
 
     def only(res: VariantResult) -> VariantResult:
-        keep = [i for i, r in enumerate(res.injected_rows) if r.chan_id in kept]
-        return dataclasses.replace(
-            res,
-            injected=[res.injected[i] for i in keep],
-            injected_rows=[res.injected_rows[i] for i in keep],
-            injected_kinds=[res.injected_kinds[i] for i in keep],
-        )
+        return runs_at(res, [i for i, r in enumerate(res.injected_rows) if r.chan_id in kept])
 
     return only(first), only(second), dropped
 
@@ -710,17 +706,13 @@ def compare_command(
     that a pick on another detector has to pass before it becomes the default."""
     settings = Settings()
     root = data_root or Path(settings.data.root)
-    order = list(dict.fromkeys(r.chan_id for r in dataset_rows(root, "both")))
     name = variant or incumbent_variant(load_grid(grid), settings)
     if name is None:
         raise click.BadParameter(
             "no variant of the grid is the settings': name one", param_hint="--variant"
         )
     try:
-        runs = [
-            join_shares([load_results(s) if s.is_dir() else load_late(s) for s in shares], order)
-            for shares in (first_shares, second_shares)
-        ]
+        runs = [load_shares(shares, root) for shares in (first_shares, second_shares)]
         if any(name not in run for run in runs):
             raise ValueError(f"variant {name!r} is not in both detectors' runs")
         text = compare_report(runs[0][name], runs[1][name], names, name)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -95,6 +95,8 @@ class Fold:
     checkpoint: Checkpoint
     scored: np.ndarray  # the half it scores, (T, D)
     scores: np.ndarray  # its raw window scores of that half, in stream order
+    # Every array its cache entry held when read (other scores of the same model), by key.
+    cached: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def cache_recipe(cache: Path) -> ModelRecipe:
@@ -153,7 +155,7 @@ def channel_folds(
         if SCORED_KEY not in arrays:
             arrays = {SCORED_KEY: raw_scores(base, ServedModel(checkpoint), chan, scored)}
             store.save(key, checkpoint, arrays)
-        folds.append(Fold(chan, index, checkpoint, scored, arrays[SCORED_KEY]))
+        folds.append(Fold(chan, index, checkpoint, scored, arrays[SCORED_KEY], arrays))
     return folds
 
 

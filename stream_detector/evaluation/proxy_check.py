@@ -21,6 +21,7 @@ Like `proxy_agreement`, it chooses nothing: it says whether the proxy can be tru
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from stream_detector.evaluation.injection import KINDS
@@ -57,15 +58,19 @@ def copy_half(copy: int) -> int:
     return (copy // len(KINDS)) % 2
 
 
-def half_of(res: VariantResult, half: int) -> VariantResult:
-    """`res` with only one half's injected runs (everything else as it is)."""
-    keep = [i for i, c in enumerate(copy_numbers(res)) if copy_half(c) == half]
+def runs_at(res: VariantResult, keep: Sequence[int]) -> VariantResult:
+    """`res` with only the injected runs at `keep` (everything else as it is)."""
     return replace(
         res,
         injected=[res.injected[i] for i in keep],
         injected_rows=[res.injected_rows[i] for i in keep],
         injected_kinds=[res.injected_kinds[i] for i in keep],
     )
+
+
+def half_of(res: VariantResult, half: int) -> VariantResult:
+    """`res` with only one half's injected runs (everything else as it is)."""
+    return runs_at(res, [i for i, c in enumerate(copy_numbers(res)) if copy_half(c) == half])
 
 
 def _injected_f1(scores: dict[str, dict[str, LabelFreeScore]], name: str, craft: str) -> float:

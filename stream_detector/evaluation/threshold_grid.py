@@ -270,6 +270,17 @@ def scorer_of(checkpoint: Checkpoint) -> str:
     )
 
 
+def copy_kind_and_sign(chan: str, copy: int) -> dict[str, Any]:
+    """One anomaly per copy: the channel's kinds in turn, and the second round of kinds the
+    other way (a channel with one slot would otherwise get the same anomaly twice as often as
+    not). `proxy_check.copy_half` reads the direction back from the copy."""
+    return {
+        "count": 1,
+        "kind": KINDS[(zlib.crc32(chan.encode()) + copy) % len(KINDS)],
+        "sign": 1.0 if (copy // len(KINDS)) % 2 == 0 else -1.0,
+    }
+
+
 def held_out_injection(
     train: np.ndarray, chan: str, window: int, copy: int = 0, one_per_copy: bool = False
 ) -> Injected:
@@ -293,11 +304,7 @@ def held_out_injection(
     if one_per_copy:
         placement = {
             "seed": zlib.crc32(f"{chan}/one/{copy}".encode()),
-            "count": 1,
-            "kind": KINDS[(zlib.crc32(chan.encode()) + copy) % len(KINDS)],
-            # The second round of kinds goes the other way: a channel with one slot would
-            # otherwise get the same anomaly twice as often as not.
-            "sign": 1.0 if (copy // len(KINDS)) % 2 == 0 else -1.0,
+            **copy_kind_and_sign(chan, copy),
         }
     return inject_anomalies(
         train[split - lead :],

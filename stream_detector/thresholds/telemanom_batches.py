@@ -259,7 +259,7 @@ class TelemanomBatches(ThresholdStrategy):
         n = state["n"]
         state["errors"] = _pushed(state["errors"], float(es), self.window)
         state["values"] = _pushed(state["values"], float(value), self.window)
-        if math.isfinite(score):
+        if self.spike_margin > 0 and math.isfinite(score):
             block = state.get("raw_block")
             state["raw_block"] = float(score) if block is None else max(block, float(score))
         eps = state["eps"]
