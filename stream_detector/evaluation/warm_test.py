@@ -1,0 +1,244 @@
+"""The test streams warmed on the cross-fitted train: each channel's threshold meets its test
+split in the state it would have after running through the channel's history, as a daemon
+in operation does, instead of cold (docs/threshold-race.md, thirty-ninth look).
+
+The history is the train split as models that never saw it score it: the first half as the
+fold model trained on the second half scores it, then the second half as the fold model
+trained on the first scores it (`crossfit_replay`'s folds). Then the test split as the
+cache's own model scores it. The daemon's engine runs the three parts on one channel state,
+with a skipped step between them (its buffer starts over, the threshold and episode state
+carry on), and only the test part is counted against its labels. Nothing is tuned: the
+priming has no parameter, and the settings are the daemon's.
+
+    python -m stream_detector.evaluation.warm_test --cache artifacts/cache/lstm_dt_np10
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from stream_detector.cli import selected_channels
+from stream_detector.data.smap_msl import LabelRow, load_series
+from stream_detector.evaluation.crossfit_replay import (
+    Fold,
+    cache_recipe,
+    channel_folds,
+    fold_folder,
+    fold_recipe,
+)
+from stream_detector.evaluation.metrics import ChannelCounts, Span, count_channel, summarise
+from stream_detector.evaluation.runner import dataset_rows
+from stream_detector.evaluation.threshold_grid import ScoreCache, raw_scores, run_engine
+from stream_detector.serving import ServedModel
+from stream_detector.settings import Settings
+
+__all__ = ["PROTOCOLS", "WarmTest", "history", "test_episodes", "warm_test"]
+
+PROTOCOLS = ("cold", "warmed")
+
+
+def history(folds: Sequence[Fold]) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
+    """The cross-fitted train in time order: its values, their scores, and where the second
+    half starts. Fold 1 (trained on the second half) scores the first half, fold 0 the
+    second. None without both folds."""
+    if len(folds) != 2:
+        return None
+    first, second = folds[1], folds[0]
+    values = np.concatenate([first.scored, second.scored])
+    scores = np.concatenate([first.scores, second.scores])
+    return values, scores, [len(first.scored)]
+
+
+def test_episodes(
+    settings: Settings,
+    model: ServedModel,
+    chan: str,
+    test: np.ndarray,
+    test_scores: np.ndarray,
+    warm: tuple[np.ndarray, np.ndarray, list[int]] | None = None,
+    warm_model: ServedModel | None = None,
+) -> list[Span]:
+    """The episodes of the test split, in test steps: streamed cold, or after `warm` (values,
+    scores, breaks inside it) with one skipped step before the test part. An episode open
+    across that step counts from the test part's first step. `warm_model` scores first, so
+    its prior is the one the channel starts from (only the window, stride and prior of either
+    model are read: the scores are given)."""
+    if warm is None:
+        return run_engine(settings, model, chan, test, test_scores).episodes()
+    values, scores, breaks = warm
+    run = run_engine(
+        settings,
+        warm_model or model,
+        chan,
+        np.concatenate([values, test]),
+        np.concatenate([scores, test_scores]),
+        breaks=(*breaks, len(values)),
+    )
+    first = len(values) + len(breaks) + 1  # the test part's first sequence number
+    return [(max(s, first) - first, e - first) for s, e in run.episodes() if e >= first]
+
+
+@dataclass
+class WarmTest:
+    """Per protocol, one ChannelCounts per label row; and the channels streamed cold in both
+    (train too short to halve)."""
+
+    counts: dict[str, list[ChannelCounts]] = field(
+        default_factory=lambda: {p: [] for p in PROTOCOLS}
+    )
+    rows: list[LabelRow] = field(default_factory=list)
+    cold_only: list[str] = field(default_factory=list)
+
+
+def warm_test(
+    root: Path,
+    dataset: str,
+    cache: Path,
+    channels: Sequence[str] | None = None,
+    settings: Settings | None = None,
+) -> WarmTest:
+    """Both protocols on every channel of `dataset`, under `settings` (the daemon's own by
+    default). The cache's checkpoints and test scores are read (scored if missing); the fold
+    models are `crossfit_replay`'s, trained there if missing."""
+    settings = settings or Settings()
+    recipe = cache_recipe(cache)
+    store = ScoreCache(cache, recipe)
+    folds_store = ScoreCache(fold_folder(cache), fold_recipe(recipe))
+    grouped: dict[str, list[LabelRow]] = {}
+    for row in dataset_rows(root, dataset):
+        if not channels or row.chan_id in channels:
+            grouped.setdefault(row.chan_id, []).append(row)
+    out = WarmTest()
+    for chan, rows in tqdm(grouped.items(), desc="cold and warmed tests", unit="channel"):
+        cached = store.load(chan)
+        if cached is None:
+            raise click.ClickException(f"{cache} has no checkpoint of {chan}: run evaluate first")
+        checkpoint, arrays = cached
+        model = ServedModel(checkpoint)
+        test = load_series(root, chan, "test")
+        if "test" not in arrays:
+            arrays["test"] = raw_scores(settings, model, chan, test)
+            store.save(chan, checkpoint, arrays)
+        folds = channel_folds(root, chan, fold_recipe(recipe), folds_store, settings)
+        warm = history(folds)
+        if warm is None:
+            out.cold_only.append(chan)
+        cold = test_episodes(settings, model, chan, test, arrays["test"])
+        warmed = (
+            cold
+            if warm is None
+            else test_episodes(
+                settings,
+                model,
+                chan,
+                test,
+                arrays["test"],
+                warm,
+                ServedModel(folds[1].checkpoint),
+            )
+        )
+        for protocol, predicted in zip(PROTOCOLS, (cold, warmed), strict=True):
+            out.counts[protocol].extend(
+                count_channel(chan, row.anomaly_sequences, predicted, row.num_values)
+                for row in rows
+            )
+        out.rows.extend(rows)
+    return out
+
+
+def report(result: WarmTest) -> str:
+    """Both protocols per data set, then the channels whose counts differ."""
+    lines = [
+        "| data | protocol | event F1 | composite F1 | flagged | labels found | false episodes |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    crafts = sorted({r.spacecraft for r in result.rows}, key=lambda c: c != "SMAP")
+    for craft in crafts:
+        for protocol in PROTOCOLS:
+            counts = [
+                c
+                for c, r in zip(result.counts[protocol], result.rows, strict=True)
+                if r.spacecraft == craft
+            ]
+            m = summarise(counts)
+            lines.append(
+                f"| {craft} | {protocol} | {m.f1:.3f} | {m.composite_f1:.3f} "
+                f"| {m.flagged_fraction:.1%} | {m.tp} of {m.tp + m.fn} | {m.fp} |"
+            )
+    changed = [
+        f"{c.channel} {c.tp}/{c.fp} → {w.tp}/{w.fp}"
+        for c, w in zip(result.counts["cold"], result.counts["warmed"], strict=True)
+        if (c.tp, c.fp) != (w.tp, w.fp)
+    ]
+    lines += [
+        "",
+        f"Rows whose finds/false episodes differ, cold → warmed ({len(changed)}): "
+        + (", ".join(changed) or "none"),
+        "Streamed cold in both (train too short to halve): "
+        + (", ".join(result.cold_only) or "none"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--cache",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="a score cache of `evaluate --score-cache` (its checkpoints and test scores); its "
+    "crossfit/ folder holds the fold models (`crossfit_replay`), trained here if missing",
+)
+@click.option(
+    "--dataset", type=click.Choice(["smap", "msl", "both"]), default="both", show_default=True
+)
+@click.option("--channel", "channels", multiple=True, help="only these channels (repeatable)")
+@click.option("--shard", default=None, metavar="I/N", help="only every N-th channel from the I-th")
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="also write the report and every row's counts (counts.json) here",
+)
+def main(
+    cache: Path,
+    dataset: str,
+    channels: tuple[str, ...],
+    shard: str | None,
+    data_root: Path | None,
+    out: Path | None,
+) -> None:
+    """Stream every test split cold and warmed on the channel's cross-fitted train, under
+    the daemon's settings (SD_* variables), and score both against the labels. Chooses
+    nothing: a measurement of what the threshold's cold start costs."""
+    settings = Settings()
+    root = data_root or Path(settings.data.root)
+    chosen = selected_channels(root, dataset, channels, shard)
+    result = warm_test(root, dataset, cache, chosen, settings)
+    text = report(result)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "warm-test.md").write_text(text)
+        (out / "counts.json").write_text(
+            json.dumps(
+                {p: [c.to_dict() for c in result.counts[p]] for p in PROTOCOLS}
+                | {"rows": [r.chan_id for r in result.rows], "cold_only": result.cold_only}
+            )
+        )
+    click.echo(text, nl=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The test split warmed on the cross-fitted train: the history's order, the count of the
+test part alone, and the cold protocol as the grid's own test run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stream_detector.evaluation import warm_test as wt
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "smap_msl"
+
+
+def test_the_history_is_the_train_split_in_time_order(d11_cache):
+    from stream_detector.data.smap_msl import load_series
+    from stream_detector.evaluation.crossfit_replay import (
+        cache_recipe,
+        channel_folds,
+        fold_folder,
+        fold_recipe,
+    )
+    from stream_detector.evaluation.threshold_grid import ScoreCache
+    from stream_detector.settings import Settings
+
+    recipe = fold_recipe(cache_recipe(d11_cache))
+    folds = channel_folds(
+        DATA, "D-11", recipe, ScoreCache(fold_folder(d11_cache), recipe), Settings()
+    )
+    made = wt.history(folds)
+    assert made is not None
+    values, scores, breaks = made
+    train = load_series(DATA, "D-11", "train")
+    assert np.array_equal(values, train)  # first half, then second: the split as it came
+    # Fold 1 was trained on the second half and scores the first: its scores come first.
+    assert np.array_equal(scores[: len(folds[1].scores)], folds[1].scores)
+    assert breaks == [len(folds[1].scored)]
+    assert wt.history(folds[:1]) is None
+
+
+def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_cache):
+    from stream_detector.data.smap_msl import load_series
+    from stream_detector.evaluation.metrics import count_channel
+    from stream_detector.evaluation.threshold_grid import run_engine
+    from stream_detector.serving import ServedModel
+    from stream_detector.settings import Settings
+    from stream_detector.training.checkpoint import load_checkpoint
+
+    result = wt.warm_test(DATA, "smap", d11_cache, ["D-11"])
+    assert result.cold_only == []
+    assert [r.chan_id for r in result.rows] == ["D-11"]
+    # Cold: the test split streamed alone, as `evaluate --thresholds` streams it.
+    test = load_series(DATA, "D-11", "test")
+    model = ServedModel(load_checkpoint(d11_cache / "D-11.pt", device="cpu"))
+    test_scores = np.load(d11_cache / "D-11.npz")["test"]
+    cold = run_engine(Settings(), model, "D-11", test, test_scores).episodes()
+    row = result.rows[0]
+    assert result.counts["cold"][0] == count_channel(
+        "D-11", row.anomaly_sequences, cold, row.num_values
+    )
+
+    # Warmed by hand: first half, a skipped step, second half, a skipped step, the test split.
+    f1 = load_checkpoint(d11_cache / "crossfit" / "D-11.fold1.pt", device="cpu")
+    s0 = np.load(d11_cache / "crossfit" / "D-11.fold0.npz")["other_half"]
+    s1 = np.load(d11_cache / "crossfit" / "D-11.fold1.npz")["other_half"]
+    train = load_series(DATA, "D-11", "train")
+    half = (len(train) + 1) // 2
+    run = run_engine(
+        Settings(),
+        ServedModel(f1),
+        "D-11",
+        np.concatenate([train, test]),
+        np.concatenate([s1, s0, test_scores]),
+        breaks=(half, len(train)),
+    )
+    first = len(train) + 2
+    warmed = [(max(s, first) - first, e - first) for s, e in run.episodes() if e >= first]
+    assert result.counts["warmed"][0] == count_channel(
+        "D-11", row.anomaly_sequences, warmed, row.num_values
+    )
+
+    # An episode open from the history on counts from the test part's first step.
+    # Cold, the first episode starts at the first scored step (no lead back-dates it).
+    always = Settings(threshold={"kind": "fixed", "params": {"value": 1e-12}}, alerts={"lead": 0})
+    history = (np.concatenate([train[:half], train[half:]]), np.concatenate([s1, s0]), [half])
+    assert wt.test_episodes(always, model, "D-11", test, test_scores)[0][0] == 29
+    assert wt.test_episodes(always, model, "D-11", test, test_scores, history)[0][0] == 0
+
+    text = wt.report(result)
+    assert "| SMAP | cold |" in text and "| SMAP | warmed |" in text
