@@ -169,6 +169,79 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
 
 @main.command()
 @click.option(
+    "--cache",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="The score cache the daemon's checkpoint was made from (`evaluate --score-cache`, "
+    "then `combine`): its recipe trains each channel's two fold models, kept in its crossfit/ "
+    "folder (trained here if missing, as `crossfit_replay` does).",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["smap", "msl", "both"]),
+    default="both",
+    show_default=True,
+    help="Whose channels to prime.",
+)
+@click.option("--channel", "channels", multiple=True, help="Only these channels (repeatable).")
+@_data_root_option
+@click.option("--dry-run", is_flag=True, help="Compute the primed states; write nothing.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.pass_context
+def prime(
+    ctx: click.Context,
+    cache: Path,
+    dataset: str,
+    channels: tuple[str, ...],
+    data_root: Path | None,
+    dry_run: bool,
+    no_progress: bool,
+) -> None:
+    """Prime the daemon's thresholds from each channel's history before it goes live.
+
+    The engine runs over the channel's train split as models that never saw it score it
+    (each half by a model trained on the other), and its threshold state is written to
+    Redis, under the daemon's checkpoint and settings, for the daemon to start from. A
+    channel that already has a state keeps it: priming never replaces a live state.
+    """
+    from stream_detector.app import load_model, redis_client
+    from stream_detector.evaluation.runner import dataset_rows
+    from stream_detector.priming import primed_from_cache
+    from stream_detector.thresholds.store import RedisStateStore
+
+    settings = _settings(ctx)
+    limit_torch_threads(settings)
+    root = data_root or Path(settings.data.root)
+    try:
+        model = load_model(settings)
+        wanted = list(channels) or list(
+            dict.fromkeys(r.chan_id for r in dataset_rows(root, dataset))
+        )
+        states, unprimed = primed_from_cache(
+            settings, model, root, cache, wanted, progress=not no_progress
+        )
+    except (StreamDetectorError, ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    written = 0
+    if not dry_run:
+        store = RedisStateStore(
+            redis_client(settings), settings.redis.key_prefix, model.model_info.version
+        )
+        written = store.prime(states)
+    click.echo(
+        f"primed {len(states)} channel(s) for model {model.model_info.version}: "
+        + (
+            "dry run, nothing written"
+            if dry_run
+            else f"{written} written, {len(states) - written} kept their existing state"
+        )
+    )
+    for reason in unprimed:
+        click.echo(f"  not primed: {reason}")
+
+
+@main.command()
+@click.option(
     "--channel",
     "channels",
     multiple=True,

@@ -29,6 +29,7 @@ class OfflineRun:
     thresholds: list[float | None] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     still_open: tuple[int, int] | None = None  # an episode the stream ended in
+    state: ChannelState | None = None  # the channel's state when the stream ended
 
     def episodes(self) -> list[tuple[int, int]]:
         """(first_seq, last_seq) of every episode.
@@ -55,16 +56,20 @@ def run_offline(
     period_s: float = 1.0,
     ts0: float = 0.0,
     breaks: Sequence[int] = (),
+    state: ChannelState | None = None,
 ) -> OfflineRun:
     """Stream `values` (T, F) of one channel through `engine`; collect alerts and scores.
 
     At each index in `breaks` the sequence numbers skip one step, as when telemetry misses
     one: the buffer starts over there (no window spans it), and the channel's threshold and
-    episode state carry on. Steps after k breaks have sequence number index + k."""
+    episode state carry on. Steps after k breaks have sequence number index + k.
+
+    `state` starts the channel from a given state (a primed one, `stream_detector.priming`)
+    instead of a new one; the run's last state is `OfflineRun.state`."""
     if not engine.emit_scores:
         raise ValueError("run_offline needs an engine built with emit_scores=True")
     store = MemoryStateStore()
-    states: dict[str, ChannelState] = {channel: engine.new_state(channel, 0)}
+    states: dict[str, ChannelState] = {channel: state or engine.new_state(channel, 0)}
     run = OfflineRun(channel)
     pending: list[Window] = []
 
@@ -94,7 +99,7 @@ def run_offline(
             if len(pending) >= flush_windows:
                 flush()
     flush()
-    episode = states[channel].episode
-    if episode.active:
-        run.still_open = (episode.first_seq, episode.last_seq)
+    run.state = states[channel]
+    if run.state.episode.active:
+        run.still_open = (run.state.episode.first_seq, run.state.episode.last_seq)
     return run

@@ -202,3 +202,44 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def redis_url(redis_server: RedisServer) -> str:
     """`redis://127.0.0.1:<port>/0` of the session's Redis."""
     return redis_server.url
+
+
+# The score cache of D-11 that unit and integration tests share.
+@pytest.fixture()
+def d11_cache_of(tmp_path):
+    """Makes a score cache of D-11 (SMAP) for a given ModelRecipe, judged by the default
+    threshold, in tmp_path/cache. Skips where the data is not at ../shared/datasets/smap_msl."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "smap_msl"
+    if not data.is_dir():
+        pytest.skip(f"SMAP/MSL data not found at {data}")
+    from stream_detector.evaluation.threshold_grid import ThresholdVariant, run_grid
+    from stream_detector.settings import Settings
+
+    def make(recipe):
+        default = ThresholdVariant(
+            "default", Settings().threshold.model_dump(), Settings().alerts.model_dump()
+        )
+        cache = tmp_path / "cache"
+        run_grid(data, "smap", recipe, Settings(), [default], ["D-11"], False, cache=cache)
+        return cache
+
+    return make
+
+
+@pytest.fixture()
+def d11_cache(d11_cache_of):
+    """A score cache of D-11 made in seconds: a small dense_ae, one epoch."""
+    from stream_detector.evaluation.runner import ModelRecipe
+    from stream_detector.models.base import FitConfig
+
+    return d11_cache_of(
+        ModelRecipe(
+            kind="dense_ae",
+            window=30,
+            hyperparameters={"score_features": [0], "hidden": [16, 8]},
+            fit=FitConfig(epochs=1, device="cpu"),
+            train_stride=8,
+        )
+    )

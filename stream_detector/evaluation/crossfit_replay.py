@@ -76,6 +76,7 @@ __all__ = [
     "fold_recipe",
     "no_noisier_than",
     "replay_crossfit",
+    "train_history",
 ]
 
 FOLDS = 2
@@ -157,6 +158,18 @@ def channel_folds(
             store.save(key, checkpoint, arrays)
         folds.append(Fold(chan, index, checkpoint, scored, arrays[SCORED_KEY], arrays))
     return folds
+
+
+def train_history(folds: Sequence[Fold]) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
+    """The cross-fitted train in time order: its values, their scores, and where the second
+    half starts. Fold 1 (trained on the second half) scores the first half, fold 0 the
+    second. None without both folds."""
+    if len(folds) != 2:
+        return None
+    first, second = folds[1], folds[0]
+    values = np.concatenate([first.scored, second.scored])
+    scores = np.concatenate([first.scores, second.scores])
+    return values, scores, [len(first.scored)]
 
 
 def replay_crossfit(

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream_detector.data.smap_msl import LabelRow, load_series
-from stream_detector.engine import ScoringModel
+from stream_detector.engine import ChannelState, ScoringModel
 from stream_detector.evaluation.calibrate import f1_optimal_threshold, fpr_target_threshold
 from stream_detector.evaluation.injection import KINDS, Injected, inject_anomalies
 from stream_detector.evaluation.metrics import ChannelCounts, EventMetrics, count_channel, summarise
@@ -45,10 +45,10 @@ from stream_detector.evaluation.runner import (
     train_channel,
 )
 from stream_detector.offline import OfflineRun, run_offline
-from stream_detector.records import ModelInfo
+from stream_detector.priming import ReplayedScores
 from stream_detector.serving import ServedModel
 from stream_detector.settings import AlertSettings, Settings, ThresholdSettings
-from stream_detector.thresholds.base import ScorePrior, build_threshold
+from stream_detector.thresholds.base import build_threshold
 from stream_detector.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 # Windows of train before the held-out part, for the threshold's warm-up on injected runs.
@@ -100,32 +100,6 @@ def load_grid(path: Path) -> list[ThresholdVariant]:
     return variants
 
 
-class _ReplayedScores:
-    """A `ScoringModel` that hands back precomputed window scores in call order."""
-
-    def __init__(self, model: ScoringModel, scores: np.ndarray) -> None:
-        self.window, self.stride = model.window, model.stride
-        self.n_features, self.channels = model.n_features, model.channels
-        self._info, self._prior = model.model_info, model.score_prior
-        self._scores = scores
-        self._at = 0
-
-    @property
-    def model_info(self) -> ModelInfo:
-        return self._info
-
-    @property
-    def score_prior(self) -> ScorePrior | None:
-        return self._prior
-
-    def score_raw(self, windows: np.ndarray) -> np.ndarray:
-        out = self._scores[self._at : self._at + len(windows)]
-        if len(out) != len(windows):
-            raise RuntimeError("replayed scores ran out: the stream differs from the first pass")
-        self._at += len(windows)
-        return out
-
-
 @dataclass
 class VariantResult:
     counts: list[ChannelCounts] = field(default_factory=list)
@@ -158,13 +132,14 @@ def run_engine(
     series: np.ndarray,
     scores: np.ndarray | None,
     breaks: Sequence[int] = (),
+    state: ChannelState | None = None,
 ) -> OfflineRun:
     from stream_detector.app import build_engine
 
-    served: ScoringModel = model if scores is None else _ReplayedScores(model, scores)
+    served: ScoringModel = model if scores is None else ReplayedScores(model, scores)
     engine = build_engine(engine_settings, served)
     engine.emit_scores = True
-    return run_offline(engine, chan, series, steps_per_record=10, breaks=breaks)
+    return run_offline(engine, chan, series, steps_per_record=10, breaks=breaks, state=state)
 
 
 def raw_scores(base: Settings, model: ScoringModel, chan: str, series: np.ndarray) -> np.ndarray:

@@ -5,10 +5,12 @@ in operation does, instead of cold (docs/threshold-race.md, thirty-ninth look).
 The history is the train split as models that never saw it score it: the first half as the
 fold model trained on the second half scores it, then the second half as the fold model
 trained on the first scores it (`crossfit_replay`'s folds). Then the test split as the
-cache's own model scores it. The daemon's engine runs the three parts on one channel state,
+cache's own model scores it. The daemon's engine runs the two halves on one channel state,
 with a skipped step between them (its buffer starts over, the threshold and episode state
-carry on), and only the test part is counted against its labels. Nothing is tuned: the
-priming has no parameter, and the settings are the daemon's.
+carry on). The test split then starts from the threshold state that ends in, with a new
+buffer and episode (`stream_detector.priming`, what `stream-detector prime` gives the
+daemon), and is counted against its labels. Nothing is tuned: the priming has no parameter,
+and the settings are the daemon's.
 
     python -m stream_detector.evaluation.warm_test --cache artifacts/cache/lstm_dt_np10
 """
@@ -27,33 +29,22 @@ from tqdm import tqdm
 from stream_detector.cli import selected_channels
 from stream_detector.data.smap_msl import LabelRow, load_series
 from stream_detector.evaluation.crossfit_replay import (
-    Fold,
     cache_recipe,
     channel_folds,
     fold_folder,
     fold_recipe,
+    train_history,
 )
 from stream_detector.evaluation.metrics import ChannelCounts, Span, count_channel, summarise
 from stream_detector.evaluation.runner import dataset_rows
 from stream_detector.evaluation.threshold_grid import ScoreCache, raw_scores, run_engine
+from stream_detector.priming import primed_state
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 
-__all__ = ["PROTOCOLS", "WarmTest", "history", "test_episodes", "warm_test"]
+__all__ = ["PROTOCOLS", "WarmTest", "test_episodes", "warm_test"]
 
 PROTOCOLS = ("cold", "warmed")
-
-
-def history(folds: Sequence[Fold]) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
-    """The cross-fitted train in time order: its values, their scores, and where the second
-    half starts. Fold 1 (trained on the second half) scores the first half, fold 0 the
-    second. None without both folds."""
-    if len(folds) != 2:
-        return None
-    first, second = folds[1], folds[0]
-    values = np.concatenate([first.scored, second.scored])
-    scores = np.concatenate([first.scores, second.scores])
-    return values, scores, [len(first.scored)]
 
 
 def test_episodes(
@@ -63,26 +54,12 @@ def test_episodes(
     test: np.ndarray,
     test_scores: np.ndarray,
     warm: tuple[np.ndarray, np.ndarray, list[int]] | None = None,
-    warm_model: ServedModel | None = None,
 ) -> list[Span]:
-    """The episodes of the test split, in test steps: streamed cold, or after `warm` (values,
-    scores, breaks inside it) with one skipped step before the test part. An episode open
-    across that step counts from the test part's first step. `warm_model` scores first, so
-    its prior is the one the channel starts from (only the window, stride and prior of either
-    model are read: the scores are given)."""
-    if warm is None:
-        return run_engine(settings, model, chan, test, test_scores).episodes()
-    values, scores, breaks = warm
-    run = run_engine(
-        settings,
-        warm_model or model,
-        chan,
-        np.concatenate([values, test]),
-        np.concatenate([scores, test_scores]),
-        breaks=(*breaks, len(values)),
-    )
-    first = len(values) + len(breaks) + 1  # the test part's first sequence number
-    return [(max(s, first) - first, e - first) for s, e in run.episodes() if e >= first]
+    """The episodes of the test split: streamed cold, or from the state `warm` (the history's
+    values, scores and breaks) primes (`primed_state`: its threshold state, a new buffer and
+    episode)."""
+    state = None if warm is None else primed_state(settings, model, chan, *warm)
+    return run_engine(settings, model, chan, test, test_scores, state=state).episodes()
 
 
 @dataclass
@@ -127,22 +104,14 @@ def warm_test(
             arrays["test"] = raw_scores(settings, model, chan, test)
             store.save(chan, checkpoint, arrays)
         folds = channel_folds(root, chan, fold_recipe(recipe), folds_store, settings)
-        warm = history(folds)
+        warm = train_history(folds)
         if warm is None:
             out.cold_only.append(chan)
         cold = test_episodes(settings, model, chan, test, arrays["test"])
         warmed = (
             cold
             if warm is None
-            else test_episodes(
-                settings,
-                model,
-                chan,
-                test,
-                arrays["test"],
-                warm,
-                ServedModel(folds[1].checkpoint),
-            )
+            else test_episodes(settings, model, chan, test, arrays["test"], warm)
         )
         for protocol, predicted in zip(PROTOCOLS, (cold, warmed), strict=True):
             out.counts[protocol].extend(

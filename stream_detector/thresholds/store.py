@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from importlib import resources
 
 import redis
+from redis.commands.core import Script
 
 from stream_detector.engine import ChannelState, StoredState
 
@@ -31,6 +32,11 @@ class StateStore(abc.ABC):
     def save(self, states: list[ChannelState]) -> int:
         """Save atomically; return how many were newer than what was stored."""
 
+    @abc.abstractmethod
+    def prime(self, states: list[ChannelState]) -> int:
+        """Write primed states (`stream_detector.priming`) atomically, each only where its
+        channel has no state yet; return how many were written."""
+
 
 class MemoryStateStore(StateStore):
     """An honest in-process store with the same replay rule as the Redis one."""
@@ -51,6 +57,15 @@ class MemoryStateStore(StateStore):
                 applied += 1
         return applied
 
+    def prime(self, states: list[ChannelState]) -> int:
+        written = 0
+        for st in states:
+            if st.channel not in self.saved:
+                doc, rows = st.encode()
+                self.saved[st.channel] = StoredState(st.partition, st.last_offset, doc, rows)
+                written += 1
+        return written
+
 
 class RedisStateStore(StateStore):
     """Channel states as Redis hashes, written by one Lua script per save (atomic, idempotent).
@@ -62,9 +77,12 @@ class RedisStateStore(StateStore):
     def __init__(self, client: redis.Redis, prefix: str, model_version: str) -> None:
         self._client = client
         self._namespace = f"{prefix}:state:{model_version}"
-        source = resources.files("stream_detector.thresholds").joinpath("save_states.lua")
+        scripts = resources.files("stream_detector.thresholds")
         # redis-py's Script re-sends the body on NOSCRIPT (e.g. after a Redis restart).
-        self._save_script = client.register_script(source.read_text())
+        self._save_script = client.register_script(scripts.joinpath("save_states.lua").read_text())
+        self._prime_script = client.register_script(
+            scripts.joinpath("prime_states.lua").read_text()
+        )
 
     def key(self, channel: str) -> str:
         return f"{self._namespace}:{channel}"
@@ -85,6 +103,12 @@ class RedisStateStore(StateStore):
         return found
 
     def save(self, states: list[ChannelState]) -> int:
+        return self._write(self._save_script, states)
+
+    def prime(self, states: list[ChannelState]) -> int:
+        return self._write(self._prime_script, states)
+
+    def _write(self, script: Script, states: list[ChannelState]) -> int:
         if not states:
             return 0
         keys: list[str] = []
@@ -94,7 +118,7 @@ class RedisStateStore(StateStore):
             keys.append(self.key(st.channel))
             args.extend([str(st.partition), str(st.last_offset), doc, rows])
         with _outage_is_unavailable():
-            return int(self._save_script(keys=keys, args=args))
+            return int(script(keys=keys, args=args))
 
 
 @contextmanager

@@ -19,6 +19,7 @@ def test_the_history_is_the_train_split_in_time_order(d11_cache):
         channel_folds,
         fold_folder,
         fold_recipe,
+        train_history,
     )
     from stream_detector.evaluation.threshold_grid import ScoreCache
     from stream_detector.settings import Settings
@@ -27,7 +28,7 @@ def test_the_history_is_the_train_split_in_time_order(d11_cache):
     folds = channel_folds(
         DATA, "D-11", recipe, ScoreCache(fold_folder(d11_cache), recipe), Settings()
     )
-    made = wt.history(folds)
+    made = train_history(folds)
     assert made is not None
     values, scores, breaks = made
     train = load_series(DATA, "D-11", "train")
@@ -35,10 +36,11 @@ def test_the_history_is_the_train_split_in_time_order(d11_cache):
     # Fold 1 was trained on the second half and scores the first: its scores come first.
     assert np.array_equal(scores[: len(folds[1].scores)], folds[1].scores)
     assert breaks == [len(folds[1].scored)]
-    assert wt.history(folds[:1]) is None
+    assert train_history(folds[:1]) is None
 
 
 def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_cache):
+    from stream_detector.app import build_engine
     from stream_detector.data.smap_msl import load_series
     from stream_detector.evaluation.metrics import count_channel
     from stream_detector.evaluation.threshold_grid import run_engine
@@ -59,32 +61,22 @@ def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_ca
         "D-11", row.anomaly_sequences, cold, row.num_values
     )
 
-    # Warmed by hand: first half, a skipped step, second half, a skipped step, the test split.
-    f1 = load_checkpoint(d11_cache / "crossfit" / "D-11.fold1.pt", device="cpu")
+    # Warmed by hand: the halves on one state (fold 1's scores of the first, a skipped step,
+    # fold 0's of the second); the test split from a new state holding its threshold state.
     s0 = np.load(d11_cache / "crossfit" / "D-11.fold0.npz")["other_half"]
     s1 = np.load(d11_cache / "crossfit" / "D-11.fold1.npz")["other_half"]
     train = load_series(DATA, "D-11", "train")
     half = (len(train) + 1) // 2
-    run = run_engine(
-        Settings(),
-        ServedModel(f1),
-        "D-11",
-        np.concatenate([train, test]),
-        np.concatenate([s1, s0, test_scores]),
-        breaks=(half, len(train)),
-    )
-    first = len(train) + 2
-    warmed = [(max(s, first) - first, e - first) for s, e in run.episodes() if e >= first]
+    history = run_engine(
+        Settings(), model, "D-11", train, np.concatenate([s1, s0]), breaks=(half,)
+    ).state
+    assert history is not None
+    fresh = build_engine(Settings(), model).new_state("D-11", -1)
+    fresh.threshold = history.threshold
+    warmed = run_engine(Settings(), model, "D-11", test, test_scores, state=fresh).episodes()
     assert result.counts["warmed"][0] == count_channel(
         "D-11", row.anomaly_sequences, warmed, row.num_values
     )
-
-    # An episode open from the history on counts from the test part's first step.
-    # Cold, the first episode starts at the first scored step (no lead back-dates it).
-    always = Settings(threshold={"kind": "fixed", "params": {"value": 1e-12}}, alerts={"lead": 0})
-    history = (np.concatenate([train[:half], train[half:]]), np.concatenate([s1, s0]), [half])
-    assert wt.test_episodes(always, model, "D-11", test, test_scores)[0][0] == 29
-    assert wt.test_episodes(always, model, "D-11", test, test_scores, history)[0][0] == 0
 
     text = wt.report(result)
     assert "| SMAP | cold |" in text and "| SMAP | warmed |" in text
