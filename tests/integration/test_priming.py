@@ -107,3 +107,87 @@ def test_prime_refuses_a_cache_of_another_window(
     result = CliRunner().invoke(main, ["prime", "--cache", str(other), "--channel", "D-11"])
     assert result.exit_code != 0
     assert "window 31, the daemon's model has 30" in result.output
+
+
+def test_a_primed_daemon_decides_through_kafka_as_the_primed_offline_engine(
+    d11_cache: Path, kafka_bootstrap: str, redis_url: str, kafka_topics
+) -> None:
+    """The daemon, started on a primed Redis, publishes every score, threshold and status the
+    offline engine makes from the same primed state (what `warm_test` counts); cold, the
+    same stream starts in warm-up, so the comparison tells the two apart."""
+    import copy
+    import threading
+
+    from producers.sender import TelemetrySender
+    from stream_detector.app import build_engine, ensure_topics
+    from stream_detector.daemon import DetectorDaemon
+    from stream_detector.data.smap_msl import load_series
+    from stream_detector.offline import run_offline
+    from stream_detector.priming import primed_from_cache
+    from stream_detector.records import ScoreRecord
+    from stream_detector.serving import ServedModel
+    from stream_detector.settings import Settings
+    from stream_detector.thresholds.store import RedisStateStore
+    from tests.integration.conftest import group_caught_up, read_alerts, read_topic, wait_until
+
+    topics = {name: kafka_topics(name, partitions=1) for name in ("tel", "alerts", "dlq", "scores")}
+    settings = Settings(
+        kafka={
+            "bootstrap_servers": kafka_bootstrap,
+            "telemetry_topic": topics["tel"],
+            "alerts_topic": topics["alerts"],
+            "dead_letter_topic": topics["dlq"],
+            "scores_topic": topics["scores"],
+            "group_id": f"prime-{uuid.uuid4().hex[:8]}",
+        },
+        redis={"url": redis_url, "key_prefix": f"pd{uuid.uuid4().hex[:6]}"},
+        model={"checkpoint": d11_cache / "D-11.pt", "device": "cpu"},
+    )
+    model = ServedModel.load(d11_cache / "D-11.pt", device="cpu")
+    states, unprimed = primed_from_cache(settings, model, DATA, d11_cache, ["D-11"], False)
+    assert unprimed == [] and len(states) == 1
+    offline_start = copy.deepcopy(states[0])
+    store = RedisStateStore(
+        redis.Redis.from_url(redis_url), settings.redis.key_prefix, model.model_info.version
+    )
+    assert store.prime(states) == 1
+
+    test = load_series(DATA, "D-11", "test")[:600]
+    ensure_topics(settings.kafka)
+    with TelemetrySender(kafka_bootstrap, topics["tel"]) as sender:
+        for start in range(0, len(test), 10):
+            sender.send("D-11", start, float(start), test[start : start + 10], 1.0)
+    daemon = DetectorDaemon(build_engine(settings, model), store, settings.kafka, max_wait_ms=50)
+    worker = threading.Thread(target=daemon.run, kwargs={"max_seconds": 90}, daemon=True)
+    worker.start()
+    try:
+        wait_until(
+            lambda: group_caught_up(kafka_bootstrap, settings.kafka.group_id, topics["tel"]),
+            90,
+            "the primed daemon committed everything",
+        )
+    finally:
+        daemon.request_stop()
+        worker.join(timeout=60)
+    streamed = [
+        ScoreRecord.model_validate_json(r.value)
+        for r in read_topic(kafka_bootstrap, topics["scores"])
+    ]
+
+    def offline(state):
+        engine = build_engine(settings, model)
+        engine.emit_scores = True
+        return run_offline(engine, "D-11", test, steps_per_record=10, state=state)
+
+    primed, cold = offline(offline_start), offline(None)
+    assert [(s.seq, s.status) for s in streamed] == list(
+        zip(primed.end_seqs, primed.statuses, strict=True)
+    )
+    assert np.allclose([s.score for s in streamed], primed.scores, rtol=1e-5)
+    assert [s.threshold for s in streamed] == pytest.approx(primed.thresholds, rel=1e-6)
+    key = lambda a: (a.alert_id, a.revision, a.state, a.first_seq, a.last_seq)  # noqa: E731
+    assert {key(a) for a in read_alerts(kafka_bootstrap, topics["alerts"])} == {
+        key(a) for a in primed.alerts
+    }
+    # Cold, the first judged windows are warm-up; primed, the daemon judges from the first.
+    assert cold.statuses[0] == "not_ready" and streamed[0].status != "not_ready"
