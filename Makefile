@@ -9,7 +9,7 @@ export SD_KAFKA__BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
 export SD_REDIS__URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
 export SD_DATA__ROOT ?= $(abspath ../shared/datasets/smap_msl)
 
-.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate race race-cache race-ensemble-cache race-diagnostics race-crossfit race-late-key device-kit clean
+.PHONY: help install system-deps services-up services-down test test-fast lint demo bench evaluate race race-cache race-ensemble-cache race-diagnostics race-crossfit race-late-key race-warm-test device-kit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -157,6 +157,13 @@ race-late-key: install ## after `make race-crossfit`: the late key's checks and 
 	  --thresholds $(RACE_GRID) --against artifacts/eval/race-$(RACE_NAME) \
 	  --counts artifacts/eval/diagnostics-$(RACE_NAME)/$(CROSSFIT_NAME)-counts.json > artifacts/eval/diagnostics-$(RACE_NAME)/late-key.md
 	cat artifacts/eval/diagnostics-$(RACE_NAME)/late-key.md
+
+# The thirty-ninth look: every test split of RACE_CACHE streamed cold, then primed as
+# `stream-detector prime` primes the daemon (the threshold state its cross-fitted train leaves,
+# scored by `make race-crossfit`'s fold models), both scored against the labels. Minutes.
+race-warm-test: install ## after `make race-crossfit`: the test splits cold and primed → artifacts/eval/diagnostics-RACE_NAME/warm-test/warm-test.md
+	SD_MODEL__TORCH_THREADS=1 $(BIN)/python -m stream_detector.evaluation.warm_test --cache $(RACE_CACHE) \
+	  --out artifacts/eval/diagnostics-$(RACE_NAME)/warm-test
 
 # The ensemble's members trained one by one (two race caches), then combined without
 # retraining: `make race RACE_MODEL=ensemble` after this only scores. (Without this, that
