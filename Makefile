@@ -116,8 +116,9 @@ race-diagnostics: install ## telemanom_batch, streamed_ablation and train_replay
 	cat artifacts/eval/diagnostics-$(RACE_NAME)/*.md
 
 # The sixteenth look's long clean stream (docs/threshold-race.md): each channel's train split in two
-# halves, RACE_CACHE's recipe trained on each half by JOBS processes (hours on a CPU: two
-# fold models per channel, each taking ~5 CPU-minutes here), then every RACE_GRID variant replayed over
+# halves, RACE_CACHE's recipe trained on each half by JOBS processes (two fold models per
+# channel: the default detector's 144 took 41 minutes of two processes here, about 29 s each on
+# one torch thread; the thirty-eighth look), then every RACE_GRID variant replayed over
 # the other halves, ranked against the test false episodes of `make race`'s report.
 # FOLD_EPOCHS=N caps the fold models at N epochs (the seventeenth look's cheaper stream; its
 # fold models are kept apart, in RACE_CACHE/crossfit-epochsN).
