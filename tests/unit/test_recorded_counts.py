@@ -59,6 +59,12 @@ RECORDED = [
         {"MSL": (1, 43_526), "SMAP": (2, 109_399)},
         BATCHES_GRID,
     ),
+    (
+        "lstm_dt_np10-batches/crossfit-shard-*-of-2.json",
+        "| threshold (race grid and telemanom's batches), the deployed detector |",
+        {"MSL": (1, 43_940), "SMAP": (2, 110_281)},
+        BATCHES_GRID,
+    ),
 ]
 
 
