@@ -189,6 +189,8 @@ class DetectorDaemon(StopSwitch):
                     partition=stored.partition,
                     last_offset=stored.last_offset,
                     buffered=len(state.buffer),
+                    # `stream-detector prime` stamps no offset: no live record made it yet.
+                    primed=stored.last_offset < 0,
                 )
             else:
                 state = self.engine.new_state(channel, partition)
