@@ -122,3 +122,51 @@ def test_the_settled_count_is_the_one_quoted_and_its_pick_the_default():
     mean = {n: (s["MSL"].injected_f1 + s["SMAP"].injected_f1) / 2 for n, s in scores.items()}
     assert f"{mean[incumbent]:.4f}" == "0.7468"
     assert f"{mean['telemanom, buffer 25, relearn 50, spikes ×2, warm-up 500']:.4f}" == "0.7448"
+
+
+# The thirty-eighth look's: the deployed detector on the same warm key, and counted from step
+# 351 (its window, 251, plus 100).
+DEPLOYED = REPO / "docs" / "late-key" / "lstm_dt_np10-batches-warm.json.gz"
+DEPLOYED_SETTLED = REPO / "docs" / "late-key" / "lstm_dt_np10-batches-warm-settled.json.gz"
+DEPLOYED_HEADER = (
+    "| threshold | late key MSL | held-out key MSL | episodes/1k cross-fitted train MSL |"
+)
+
+
+def _deployed_counts():
+    files = sorted((REPO / "docs" / "replay-counts" / "lstm_dt_np10-batches").glob("*.json"))
+    return load_counts(files, GRID)[0]
+
+
+@pytest.mark.parametrize("record", [DEPLOYED, DEPLOYED_SETTLED])
+def test_the_deployed_detectors_warm_key_keeps_the_default_as_quoted(record):
+    incumbent = incumbent_variant(GRID, Settings())
+    assert incumbent is not None
+    quoted = decision_lines(_deployed_counts(), load_late(record), incumbent)
+    quoted = quoted.split("no test label read): ", 1)[1]
+    assert quoted in _doc()
+    assert f"the pick is the default, `{incumbent}`: it stays" in quoted
+
+
+def test_the_deployed_detectors_key_is_the_documents_table_and_loses_the_pairwise_test():
+    from stream_detector.evaluation.crossfit_injection import compare_report
+
+    deployed = load_late(DEPLOYED)
+    scores = label_free_scores(deployed)
+    rows = _table(DEPLOYED_HEADER)
+    assert [r[0] for r in rows] == [v.name for v in GRID]
+    for row in rows:
+        assert [f"{scores[row[0]][c].injected_f1:.3f}" for c in ("MSL", "SMAP")] == [
+            row[1],
+            row[4],
+        ], row[0]
+    incumbent = incumbent_variant(GRID, Settings())
+    assert incumbent is not None
+    text = compare_report(
+        load_late(WARM)[incumbent],
+        deployed[incumbent],
+        ("telemanom's training", "deployed"),
+        incumbent,
+    )
+    assert "in all 73.5%, MSL 84.7%, SMAP 41.6% of 1,000 paired draws" in text
+    assert text.strip() in _doc()
