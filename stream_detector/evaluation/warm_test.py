@@ -26,7 +26,6 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from stream_detector.cli import selected_channels
 from stream_detector.data.smap_msl import LabelRow, load_series
 from stream_detector.evaluation.crossfit_replay import (
     cache_recipe,
@@ -168,7 +167,6 @@ def report(result: WarmTest) -> str:
     "--dataset", type=click.Choice(["smap", "msl", "both"]), default="both", show_default=True
 )
 @click.option("--channel", "channels", multiple=True, help="only these channels (repeatable)")
-@click.option("--shard", default=None, metavar="I/N", help="only every N-th channel from the I-th")
 @click.option(
     "--data-root",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -185,7 +183,6 @@ def main(
     cache: Path,
     dataset: str,
     channels: tuple[str, ...],
-    shard: str | None,
     data_root: Path | None,
     out: Path | None,
 ) -> None:
@@ -194,8 +191,7 @@ def main(
     nothing: a measurement of what the threshold's cold start costs."""
     settings = Settings()
     root = data_root or Path(settings.data.root)
-    chosen = selected_channels(root, dataset, channels, shard)
-    result = warm_test(root, dataset, cache, chosen, settings)
+    result = warm_test(root, dataset, cache, list(channels) or None, settings)
     text = report(result)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ import torch
 from producers.synthetic import SyntheticChannel, make_synthetic_channels
 from stream_detector.models.base import FitConfig
 from stream_detector.records import AlertRecord
+from stream_detector.settings import Settings
 from stream_detector.topics import (  # noqa: F401  (re-exported for the tests)
     committed_offsets,
     end_offsets,
@@ -191,3 +192,41 @@ def wait_until(
         time.sleep(0.3)
     logs = "\n".join(f"--- {d.log_path.name}\n{d.tail(25)}" for d in daemons)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+
+
+def in_process_settings(
+    bootstrap: str, redis_url: str, topics: dict[str, str], checkpoint: Path, name: str
+) -> Settings:
+    """Settings of a daemon run in the test's own process: the topics of `topics` (tel,
+    alerts, dlq, scores), a fresh consumer group and Redis key prefix named after `name`."""
+    return Settings(
+        kafka={
+            "bootstrap_servers": bootstrap,
+            "telemetry_topic": topics["tel"],
+            "alerts_topic": topics["alerts"],
+            "dead_letter_topic": topics["dlq"],
+            "scores_topic": topics["scores"],
+            "group_id": f"{name}-{uuid.uuid4().hex[:8]}",
+        },
+        redis={"url": redis_url, "key_prefix": f"{name}{uuid.uuid4().hex[:6]}"},
+        model={"checkpoint": checkpoint, "device": "cpu"},
+    )
+
+
+def run_until_caught_up(daemon: Any, settings: Settings, what: str, timeout: float = 90) -> None:
+    """Run an in-process `DetectorDaemon` in a thread until its group has committed the whole
+    telemetry topic, then stop it and wait for its drain."""
+    import threading
+
+    worker = threading.Thread(target=daemon.run, kwargs={"max_seconds": timeout}, daemon=True)
+    worker.start()
+    kafka = settings.kafka
+    try:
+        wait_until(
+            lambda: group_caught_up(kafka.bootstrap_servers, kafka.group_id, kafka.telemetry_topic),
+            timeout,
+            what,
+        )
+    finally:
+        daemon.request_stop()
+        worker.join(timeout=60)

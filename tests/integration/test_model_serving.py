@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import uuid
-
 import numpy as np
 import pytest
 import redis
@@ -17,11 +14,14 @@ from stream_detector.models import available_detectors
 from stream_detector.models.base import FitConfig
 from stream_detector.records import ScoreRecord
 from stream_detector.serving import ServedModel
-from stream_detector.settings import Settings
 from stream_detector.thresholds.store import RedisStateStore
 from stream_detector.training.checkpoint import save_checkpoint
 from stream_detector.training.trainer import train_on_series
-from tests.integration.conftest import group_caught_up, read_topic, wait_until
+from tests.integration.conftest import (
+    in_process_settings,
+    read_topic,
+    run_until_caught_up,
+)
 from tests.unit.test_models import N_FEATURES, TINY_HYPERPARAMETERS, WINDOW
 
 pytestmark = pytest.mark.integration
@@ -49,18 +49,7 @@ def test_each_model_is_served_by_the_daemon(
     )
     path = save_checkpoint(ckpt, tmp_path / f"{kind}.pt")
     topics = {name: kafka_topics(name, partitions=2) for name in ("tel", "alerts", "dlq", "scores")}
-    settings = Settings(
-        kafka={
-            "bootstrap_servers": kafka_bootstrap,
-            "telemetry_topic": topics["tel"],
-            "alerts_topic": topics["alerts"],
-            "dead_letter_topic": topics["dlq"],
-            "scores_topic": topics["scores"],
-            "group_id": f"serve-{uuid.uuid4().hex[:8]}",
-        },
-        redis={"url": redis_url, "key_prefix": f"serve{uuid.uuid4().hex[:6]}"},
-        model={"checkpoint": path, "device": "cpu"},
-    )
+    settings = in_process_settings(kafka_bootstrap, redis_url, topics, path, "serve")
     ensure_topics(settings.kafka)
     model = ServedModel.load(path, device="cpu")  # the loaded checkpoint, as the daemon sees it
     store = RedisStateStore(
@@ -69,17 +58,7 @@ def test_each_model_is_served_by_the_daemon(
     daemon = DetectorDaemon(build_engine(settings, model), store, settings.kafka, max_wait_ms=50)
     with TelemetrySender(kafka_bootstrap, topics["tel"]) as sender:
         send_synthetic(sender, channels, limit_steps=STEPS, steps_per_record=4, progress=False)
-    worker = threading.Thread(target=daemon.run, kwargs={"max_seconds": 90}, daemon=True)
-    worker.start()
-    try:
-        wait_until(
-            lambda: group_caught_up(kafka_bootstrap, settings.kafka.group_id, topics["tel"]),
-            90,
-            f"{kind}: everything committed",
-        )
-    finally:
-        daemon.request_stop()
-        worker.join(timeout=60)
+    run_until_caught_up(daemon, settings, f"{kind}: everything committed")
     scores = [
         ScoreRecord.model_validate_json(r.value)
         for r in read_topic(kafka_bootstrap, topics["scores"])

@@ -116,7 +116,6 @@ def test_a_primed_daemon_decides_through_kafka_as_the_primed_offline_engine(
     offline engine makes from the same primed state (what `warm_test` counts); cold, the
     same stream starts in warm-up, so the comparison tells the two apart."""
     import copy
-    import threading
 
     from producers.sender import TelemetrySender
     from stream_detector.app import build_engine, ensure_topics
@@ -126,22 +125,17 @@ def test_a_primed_daemon_decides_through_kafka_as_the_primed_offline_engine(
     from stream_detector.priming import primed_from_cache
     from stream_detector.records import ScoreRecord
     from stream_detector.serving import ServedModel
-    from stream_detector.settings import Settings
     from stream_detector.thresholds.store import RedisStateStore
-    from tests.integration.conftest import group_caught_up, read_alerts, read_topic, wait_until
+    from tests.integration.conftest import (
+        in_process_settings,
+        read_alerts,
+        read_topic,
+        run_until_caught_up,
+    )
 
     topics = {name: kafka_topics(name, partitions=1) for name in ("tel", "alerts", "dlq", "scores")}
-    settings = Settings(
-        kafka={
-            "bootstrap_servers": kafka_bootstrap,
-            "telemetry_topic": topics["tel"],
-            "alerts_topic": topics["alerts"],
-            "dead_letter_topic": topics["dlq"],
-            "scores_topic": topics["scores"],
-            "group_id": f"prime-{uuid.uuid4().hex[:8]}",
-        },
-        redis={"url": redis_url, "key_prefix": f"pd{uuid.uuid4().hex[:6]}"},
-        model={"checkpoint": d11_cache / "D-11.pt", "device": "cpu"},
+    settings = in_process_settings(
+        kafka_bootstrap, redis_url, topics, d11_cache / "D-11.pt", "prime"
     )
     model = ServedModel.load(d11_cache / "D-11.pt", device="cpu")
     states, unprimed = primed_from_cache(settings, model, DATA, d11_cache, ["D-11"], False)
@@ -158,17 +152,7 @@ def test_a_primed_daemon_decides_through_kafka_as_the_primed_offline_engine(
         for start in range(0, len(test), 10):
             sender.send("D-11", start, float(start), test[start : start + 10], 1.0)
     daemon = DetectorDaemon(build_engine(settings, model), store, settings.kafka, max_wait_ms=50)
-    worker = threading.Thread(target=daemon.run, kwargs={"max_seconds": 90}, daemon=True)
-    worker.start()
-    try:
-        wait_until(
-            lambda: group_caught_up(kafka_bootstrap, settings.kafka.group_id, topics["tel"]),
-            90,
-            "the primed daemon committed everything",
-        )
-    finally:
-        daemon.request_stop()
-        worker.join(timeout=60)
+    run_until_caught_up(daemon, settings, "the primed daemon committed everything")
     streamed = [
         ScoreRecord.model_validate_json(r.value)
         for r in read_topic(kafka_bootstrap, topics["scores"])
