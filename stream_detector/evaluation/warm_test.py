@@ -44,6 +44,9 @@ from stream_detector.settings import Settings
 __all__ = ["PROTOCOLS", "WarmTest", "test_episodes", "warm_test"]
 
 PROTOCOLS = ("cold", "warmed")
+# How many of a test stream's first scores its error scale is read from: telemanom's window,
+# the scores a primed ε window holds before the test stream has replaced it.
+SCALE_SCORES = 2_100
 
 
 def test_episodes(
@@ -71,6 +74,9 @@ class WarmTest:
     )
     rows: list[LabelRow] = field(default_factory=list)
     cold_only: list[str] = field(default_factory=list)
+    # Primed channels: the median of the test stream's first SCALE_SCORES scores over the
+    # median of the history's, by spacecraft (reads scores, no label).
+    scale: dict[str, list[float]] = field(default_factory=dict)
 
 
 def warm_test(
@@ -106,6 +112,10 @@ def warm_test(
         warm = train_history(folds)
         if warm is None:
             out.cold_only.append(chan)
+        else:
+            out.scale.setdefault(rows[0].spacecraft, []).append(
+                float(np.median(arrays["test"][:SCALE_SCORES]) / np.median(warm[1]))
+            )
         cold = test_episodes(settings, model, chan, test, arrays["test"])
         warmed = (
             cold
@@ -152,6 +162,15 @@ def report(result: WarmTest) -> str:
         "Streamed cold in both (train too short to halve): "
         + (", ".join(result.cold_only) or "none"),
     ]
+    for craft in crafts:
+        ratios = result.scale.get(craft)
+        if ratios:
+            q1, mid, q3 = np.percentile(ratios, [25, 50, 75])
+            lines.append(
+                f"{craft}: the test stream's first {SCALE_SCORES:,} scores over the history's, "
+                f"median per channel {mid:.2f} (quartiles {q1:.2f} and {q3:.2f}, "
+                f"{len(ratios)} primed channels; no label read)"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from stream_detector.evaluation import warm_test as wt
 
@@ -78,5 +79,10 @@ def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_ca
         "D-11", row.anomaly_sequences, warmed, row.num_values
     )
 
+    # The error scale of the test stream's start against the history's, as the report gives it.
+    ratio = np.median(test_scores[: wt.SCALE_SCORES]) / np.median(np.concatenate([s1, s0]))
+    assert result.scale == {"SMAP": [pytest.approx(float(ratio))]}
+
     text = wt.report(result)
     assert "| SMAP | cold |" in text and "| SMAP | warmed |" in text
+    assert f"median per channel {ratio:.2f}" in text
