@@ -69,7 +69,9 @@ def run_offline(
     if not engine.emit_scores:
         raise ValueError("run_offline needs an engine built with emit_scores=True")
     store = MemoryStateStore()
-    states: dict[str, ChannelState] = {channel: state or engine.new_state(channel, 0)}
+    states: dict[str, ChannelState] = {
+        channel: engine.new_state(channel, 0) if state is None else state
+    }
     run = OfflineRun(channel)
     pending: list[Window] = []
 

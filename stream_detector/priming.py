@@ -101,21 +101,17 @@ def primed_from_cache(
     from tqdm import tqdm
 
     from stream_detector.evaluation.crossfit_replay import (
-        cache_recipe,
         channel_folds,
-        fold_folder,
-        fold_recipe,
+        fold_store,
         train_history,
     )
-    from stream_detector.evaluation.threshold_grid import ScoreCache
 
-    recipe = fold_recipe(cache_recipe(cache))
+    recipe, store = fold_store(cache)
     if recipe.window != model.window:
         raise ValueError(
             f"{cache} holds models of window {recipe.window}, the daemon's model has "
             f"{model.window}: prime from the cache its checkpoint was made from"
         )
-    store = ScoreCache(fold_folder(cache), recipe)
     states: list[ChannelState] = []
     unprimed: list[str] = []
     for chan in tqdm(channels, desc="priming", unit="channel", disable=None if progress else True):

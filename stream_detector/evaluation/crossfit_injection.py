@@ -37,10 +37,8 @@ from tqdm import tqdm
 from stream_detector.data.smap_msl import LabelRow
 from stream_detector.evaluation.crossfit_replay import (
     Fold,
-    cache_recipe,
     channel_folds,
-    fold_folder,
-    fold_recipe,
+    fold_store,
 )
 from stream_detector.evaluation.injection import Injected, inject_anomalies
 from stream_detector.evaluation.metrics import ChannelCounts, count_channel
@@ -61,7 +59,6 @@ from stream_detector.evaluation.threshold_grid import (
     INJECTION_LENGTH,
     INJECTION_MARGIN,
     INJECTION_WARMUP,
-    ScoreCache,
     ThresholdVariant,
     VariantResult,
     copy_kind_and_sign,
@@ -170,8 +167,7 @@ def run_late_injection(
     half as the other fold's model scored it (`judge_warm`); a fold whose other half has
     fewer than `warm_min_scores` scores is left out."""
     base = base or Settings()
-    recipe = fold_recipe(cache_recipe(cache))
-    store = ScoreCache(fold_folder(cache), recipe)
+    recipe, store = fold_store(cache)
     first_row: dict[str, LabelRow] = {}
     for row in dataset_rows(root, dataset):
         if not channels or row.chan_id in channels:
@@ -464,6 +460,15 @@ _thresholds_option = click.option(
 )
 
 
+# `report` and `compare` read the label file only for the channels' order.
+_data_root_option = click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT), for the channels' order",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """A label-free key on long streams: one anomaly injected late into each cross-fitted
@@ -544,12 +549,7 @@ def run_command(
     help="the cross-fitted train's recorded counts (`crossfit_replay --save-counts`), the "
     "quiet half: a file, or a folder of them (*.json); repeatable",
 )
-@click.option(
-    "--data-root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT), for the channels' order",
-)
+@_data_root_option
 @click.option(
     "--save",
     "save_to",
@@ -688,12 +688,7 @@ def compare_report(
     "settings build, the default configuration]",
 )
 @click.option("--names", nargs=2, default=("first", "second"), show_default=True)
-@click.option(
-    "--data-root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT), for the channels' order",
-)
+@_data_root_option
 def compare_command(
     first_shares: tuple[Path, ...],
     second_shares: tuple[Path, ...],

@@ -74,6 +74,7 @@ __all__ = [
     "fold_folder",
     "fold_halves",
     "fold_recipe",
+    "fold_store",
     "no_noisier_than",
     "replay_crossfit",
     "train_history",
@@ -120,6 +121,13 @@ def fold_folder(cache: Path, epochs: int | None = None) -> Path:
     """Where the fold models live: ``cache/crossfit``, or ``cache/crossfit-epochsN`` for
     folds capped at N epochs, so that the two never share (or refuse) one folder."""
     return cache / ("crossfit" if epochs is None else f"crossfit-epochs{epochs}")
+
+
+def fold_store(cache: Path, epochs: int | None = None) -> tuple[ModelRecipe, ScoreCache]:
+    """The fold models' recipe and the cache that keeps them with their scores (`fold_recipe`,
+    `fold_folder`)."""
+    recipe = fold_recipe(cache_recipe(cache), epochs)
+    return recipe, ScoreCache(fold_folder(cache, epochs), recipe)
 
 
 def fold_halves(train: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -186,8 +194,7 @@ def replay_crossfit(
     the recipe of `cache` (its training capped at `fold_epochs` if given) and live in
     `fold_folder`."""
     base = base or Settings()
-    recipe = fold_recipe(cache_recipe(cache), fold_epochs)
-    store = ScoreCache(fold_folder(cache, fold_epochs), recipe)
+    recipe, store = fold_store(cache, fold_epochs)
     crafts = channel_crafts(root, dataset, channels)
     out: dict[str, dict[str, ReplayCount]] = {v.name: {} for v in variants}
     skipped: list[str] = []

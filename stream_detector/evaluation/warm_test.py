@@ -30,12 +30,12 @@ from stream_detector.data.smap_msl import LabelRow, load_series
 from stream_detector.evaluation.crossfit_replay import (
     cache_recipe,
     channel_folds,
-    fold_folder,
-    fold_recipe,
+    fold_store,
     train_history,
 )
 from stream_detector.evaluation.metrics import ChannelCounts, Span, count_channel, summarise
 from stream_detector.evaluation.runner import dataset_rows
+from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import ScoreCache, raw_scores, run_engine
 from stream_detector.priming import primed_state
 from stream_detector.serving import ServedModel
@@ -92,7 +92,7 @@ def warm_test(
     settings = settings or Settings()
     recipe = cache_recipe(cache)
     store = ScoreCache(cache, recipe)
-    folds_store = ScoreCache(fold_folder(cache), fold_recipe(recipe))
+    folds_recipe, folds_store = fold_store(cache)
     grouped: dict[str, list[LabelRow]] = {}
     for row in dataset_rows(root, dataset):
         if not channels or row.chan_id in channels:
@@ -108,7 +108,7 @@ def warm_test(
         if "test" not in arrays:
             arrays["test"] = raw_scores(settings, model, chan, test)
             store.save(chan, checkpoint, arrays)
-        folds = channel_folds(root, chan, fold_recipe(recipe), folds_store, settings)
+        folds = channel_folds(root, chan, folds_recipe, folds_store, settings)
         warm = train_history(folds)
         if warm is None:
             out.cold_only.append(chan)
@@ -175,22 +175,9 @@ def report(result: WarmTest) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--cache",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="a score cache of `evaluate --score-cache` (its checkpoints and test scores); its "
-    "crossfit/ folder holds the fold models (`crossfit_replay`), trained here if missing",
-)
-@click.option(
-    "--dataset", type=click.Choice(["smap", "msl", "both"]), default="both", show_default=True
-)
-@click.option("--channel", "channels", multiple=True, help="only these channels (repeatable)")
-@click.option(
-    "--data-root",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="SMAP/MSL folder (default: the settings' SD_DATA__ROOT)",
+@cache_options(
+    "a score cache of `evaluate --score-cache` (its checkpoints and test scores); its "
+    "crossfit/ folder holds the fold models (`crossfit_replay`), trained here if missing"
 )
 @click.option(
     "--out",

@@ -134,7 +134,12 @@ def test_each_fold_and_copy_is_judged_by_the_engine_on_its_own_scores(d11_cache,
 
 
 def test_warm_each_injected_half_comes_after_the_other_half_on_one_state(d11_cache):
-    from stream_detector.evaluation.crossfit_replay import channel_folds, fold_recipe
+    from stream_detector.evaluation.crossfit_replay import (
+        cache_recipe,
+        channel_folds,
+        fold_folder,
+        fold_recipe,
+    )
     from stream_detector.evaluation.metrics import count_channel
     from stream_detector.evaluation.threshold_grid import ScoreCache, run_engine
     from stream_detector.serving import ServedModel
@@ -152,8 +157,8 @@ def test_warm_each_injected_half_comes_after_the_other_half_on_one_state(d11_cac
 
     # Fold 0's copy 3 by hand: the first half as fold 1 scored it, a skipped step, then the
     # second half with the anomaly as fold 0 scored it, one engine.
-    recipe = fold_recipe(ci.cache_recipe(d11_cache))
-    store = ScoreCache(ci.fold_folder(d11_cache), recipe)
+    recipe = fold_recipe(cache_recipe(d11_cache))
+    store = ScoreCache(fold_folder(d11_cache), recipe)
     folds = channel_folds(DATA, "D-11", recipe, store, Settings())
     injected = ci.late_injection(folds[0].scored, "D-11", 0, 3, 30)
     assert injected is not None
