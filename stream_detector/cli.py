@@ -185,6 +185,15 @@ def run(ctx: click.Context, max_seconds: float | None) -> None:
 )
 @click.option("--channel", "channels", multiple=True, help="Only these channels (repeatable).")
 @_data_root_option
+@click.option(
+    "--scale",
+    type=click.Choice(["model", "none"]),
+    default="model",
+    show_default=True,
+    help="model: rescale each history to the daemon's model, by the ratio of its scores to "
+    "the fold model's on the rows of train neither fitted (its validation part); none: prime "
+    "on the fold models' scores as they are.",
+)
 @click.option("--dry-run", is_flag=True, help="Compute the primed states; write nothing.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.pass_context
@@ -194,15 +203,17 @@ def prime(
     dataset: str,
     channels: tuple[str, ...],
     data_root: Path | None,
+    scale: str,
     dry_run: bool,
     no_progress: bool,
 ) -> None:
     """Prime the daemon's thresholds from each channel's history before it goes live.
 
     The engine runs over the channel's train split as models that never saw it score it
-    (each half by a model trained on the other), and its threshold state is written to
-    Redis, under the daemon's checkpoint and settings, for the daemon to start from. A
-    channel that already has a state keeps it: priming never replaces a live state.
+    (each half by a model trained on the other), rescaled to the daemon's model, and its
+    threshold state is written to Redis, under the daemon's checkpoint and settings, for the
+    daemon to start from. A channel that already has a state keeps it: priming never replaces
+    a live state.
     """
     from stream_detector.app import load_model, redis_client
     from stream_detector.evaluation.runner import dataset_rows
@@ -217,8 +228,8 @@ def prime(
         wanted = list(channels) or list(
             dict.fromkeys(r.chan_id for r in dataset_rows(root, dataset))
         )
-        states, unprimed = primed_from_cache(
-            settings, model, root, cache, wanted, progress=not no_progress
+        primed = primed_from_cache(
+            settings, model, root, cache, wanted, progress=not no_progress, scale=scale == "model"
         )
     except (StreamDetectorError, ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -227,16 +238,26 @@ def prime(
         store = RedisStateStore(
             redis_client(settings), settings.redis.key_prefix, model.model_info.version
         )
-        written = store.prime(states)
+        written = store.prime(primed.states)
     click.echo(
-        f"primed {len(states)} channel(s) for model {model.model_info.version}: "
+        f"primed {len(primed.states)} channel(s) for model {model.model_info.version}: "
         + (
             "dry run, nothing written"
             if dry_run
-            else f"{written} written, {len(states) - written} kept their existing state"
+            else f"{written} written, {len(primed.states) - written} kept their existing state"
         )
     )
-    for reason in unprimed:
+    if primed.factors:
+        import statistics
+
+        factors = sorted(primed.factors.values())
+        click.echo(
+            f"  {len(factors)} history(ies) rescaled to the model, factor "
+            f"{factors[0]:.2f} to {factors[-1]:.2f} (median {statistics.median(factors):.2f})"
+        )
+    for reason in primed.unscaled:
+        click.echo(f"  primed unscaled: {reason}")
+    for reason in primed.unprimed:
         click.echo(f"  not primed: {reason}")
 
 

@@ -14,25 +14,51 @@ Only the threshold state is kept. The buffer and the episode start new, and no K
 offset or partition is stamped: the live stream's sequence numbers and offsets are its own,
 so its first record is applied and starts the buffer. A store writes a primed state only
 where the channel has none (`StateStore.prime`): priming never replaces a live state.
+
+The fold models learned from half of train each, so their errors run at another scale than
+the deployed model's (on MSL about 1.4 times larger at the median, docs/threshold-race.md,
+fortieth look), and an ε primed on them stands where the live model's errors are not.
+Priming therefore rescales the history by how much larger fold 0's scores run than the
+deployed model's on the one part of train neither fitted: the deployed model's own validation
+windows at the end of a chronological split (`history_scale`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stream_detector.engine import ChannelState, ScoringModel
 from stream_detector.offline import run_offline
 from stream_detector.records import ModelInfo
+from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 from stream_detector.thresholds.base import ScorePrior
 
-__all__ = ["PRIMED_PARTITION", "ReplayedScores", "primed_from_cache", "primed_state"]
+if TYPE_CHECKING:
+    from stream_detector.evaluation.crossfit_replay import Fold
+
+__all__ = [
+    "MIN_SCALE_SCORES",
+    "PRIMED_PARTITION",
+    "HistoryScale",
+    "PrimedChannels",
+    "ReplayedScores",
+    "history_scale",
+    "primed_from_cache",
+    "primed_state",
+    "unseen_start",
+]
 
 # No Kafka partition: the live stream's first record sets the channel's own.
 PRIMED_PARTITION = -1
+# A channel whose unseen part gives fewer scores than this is primed unscaled: a median of a
+# few dozen errors says little of a scale (fixed by the fortieth look, not tuned).
+MIN_SCALE_SCORES = 100
 
 
 class ReplayedScores:
@@ -86,20 +112,94 @@ def primed_state(
     return primed
 
 
+def unseen_start(fit: Mapping[str, Any], rows: int, window: int) -> int | None:
+    """The first row of a checkpoint's own validation windows in a train series of `rows`
+    rows (`fit`: the checkpoint's fit record): from there on, the part of the series the model
+    took no gradient from. None where there is no such part: a shuffled split spreads its
+    validation windows through the series, and a `val_fraction` of 0 has none."""
+    # Checkpoints from before the split was recorded were split chronologically.
+    if fit.get("split", "chronological") != "chronological":
+        return None
+    fraction, stride = float(fit.get("val_fraction", 0.0)), int(fit.get("train_stride", 1))
+    if fraction <= 0:
+        return None
+    # The trainer's own split (`split_windows`): the first int(n · (1 − fraction)) windows.
+    return int(((rows - window) // stride + 1) * (1 - fraction)) * stride
+
+
+@dataclass(frozen=True)
+class HistoryScale:
+    """What a channel's cross-fitted history is multiplied by before priming: the deployed
+    model's median score over fold 0's on the rows neither fitted (1.0 where that cannot be
+    read, with the reason)."""
+
+    factor: float = 1.0
+    unscaled_because: str | None = None
+    rows: int = 0  # how many scores of each model the factor was read from
+
+
+def history_scale(
+    settings: Settings, model: ServedModel, chan: str, train: np.ndarray, folds: Sequence[Fold]
+) -> HistoryScale:
+    """The scale of `model` (the deployed one) against fold 0's (trained on the first half of
+    `train`, scoring the second) on the rows of `train` that `model` validated on and fold 0
+    never saw. Fold 1 scores the first half, where the deployed model has no unseen rows; its
+    scores take fold 0's factor, as a model of the same recipe trained on as much data."""
+    from stream_detector.evaluation.threshold_grid import raw_scores
+
+    start = unseen_start(model.checkpoint.fit, len(train), model.window)
+    if start is None:
+        return HistoryScale(
+            unscaled_because="its model was not split chronologically: no part of train is unseen"
+        )
+    half = len(folds[1].scored)
+    if start < half:
+        return HistoryScale(unscaled_because="its model's validation part begins in the first half")
+    own = (
+        raw_scores(settings, model, chan, train[start:])
+        if len(train) - start >= model.window
+        else np.empty(0)
+    )
+    theirs = folds[0].scores[start - half : start - half + len(own)]
+    rows = min(len(own), len(theirs))
+    if rows < MIN_SCALE_SCORES:
+        return HistoryScale(
+            unscaled_because=f"its unseen part gives {rows} scores, fewer than {MIN_SCALE_SCORES}",
+            rows=rows,
+        )
+    mine, fold = float(np.median(own[:rows])), float(np.median(theirs[:rows]))
+    if mine <= 0 or fold <= 0:
+        return HistoryScale(unscaled_because="a median score of zero", rows=rows)
+    return HistoryScale(mine / fold, rows=rows)
+
+
+@dataclass
+class PrimedChannels:
+    """What priming made: the states, the channels left unprimed and those primed unscaled
+    (each as "chan (reason)"), and each scaled channel's factor."""
+
+    states: list[ChannelState] = field(default_factory=list)
+    unprimed: list[str] = field(default_factory=list)
+    unscaled: list[str] = field(default_factory=list)
+    factors: dict[str, float] = field(default_factory=dict)
+
+
 def primed_from_cache(
     settings: Settings,
-    model: ScoringModel,
+    model: ServedModel,
     root: Path,
     cache: Path,
     channels: Sequence[str],
     progress: bool = True,
-) -> tuple[list[ChannelState], list[str]]:
+    scale: bool = True,
+) -> PrimedChannels:
     """Primed states of `channels` from the SMAP/MSL train split at `root`, scored by the fold
     models of a score cache (`evaluation.crossfit_replay`, trained there with the cache's
-    recipe if missing); and the channels left unprimed, with the reason. The cache's recipe
-    must have `model`'s window."""
+    recipe if missing), each history rescaled to `model`'s scale (`history_scale`) unless
+    `scale` is off. The cache's recipe must have `model`'s window."""
     from tqdm import tqdm
 
+    from stream_detector.data.smap_msl import load_series
     from stream_detector.evaluation.crossfit_replay import (
         channel_folds,
         fold_store,
@@ -112,15 +212,23 @@ def primed_from_cache(
             f"{cache} holds models of window {recipe.window}, the daemon's model has "
             f"{model.window}: prime from the cache its checkpoint was made from"
         )
-    states: list[ChannelState] = []
-    unprimed: list[str] = []
+    out = PrimedChannels()
     for chan in tqdm(channels, desc="priming", unit="channel", disable=None if progress else True):
         if model.channels is not None and chan not in model.channels:
-            unprimed.append(f"{chan} (not served by the model)")
+            out.unprimed.append(f"{chan} (not served by the model)")
             continue
-        history = train_history(channel_folds(root, chan, recipe, store, settings))
+        folds = channel_folds(root, chan, recipe, store, settings)
+        history = train_history(folds)
         if history is None:
-            unprimed.append(f"{chan} (train split too short to halve)")
+            out.unprimed.append(f"{chan} (train split too short to halve)")
             continue
-        states.append(primed_state(settings, model, chan, *history))
-    return states, unprimed
+        values, scores, breaks = history
+        if scale:
+            found = history_scale(settings, model, chan, load_series(root, chan, "train"), folds)
+            if found.unscaled_because is None:
+                out.factors[chan] = found.factor
+                scores = scores * np.float32(found.factor)
+            else:
+                out.unscaled.append(f"{chan} ({found.unscaled_because})")
+        out.states.append(primed_state(settings, model, chan, values, scores, breaks))
+    return out

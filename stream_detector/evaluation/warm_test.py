@@ -9,8 +9,11 @@ cache's own model scores it. The daemon's engine runs the two halves on one chan
 with a skipped step between them (its buffer starts over, the threshold and episode state
 carry on). The test split then starts from the threshold state that ends in, with a new
 buffer and episode (`stream_detector.priming`, what `stream-detector prime` gives the
-daemon), and is counted against its labels. Nothing is tuned: the priming has no parameter,
-and the settings are the daemon's.
+daemon), and is counted against its labels. Two primed protocols: "warmed" primes on the
+fold models' scores as they are (the thirty-ninth look), "scaled" on the same scores rescaled
+to the deployed model's scale (`priming.history_scale`, the fortieth look; what `prime` does
+by default). Nothing is tuned: the priming has no parameter, and the settings are the
+daemon's.
 
     python -m stream_detector.evaluation.warm_test --cache artifacts/cache/lstm_dt_np10
 """
@@ -37,13 +40,13 @@ from stream_detector.evaluation.metrics import ChannelCounts, Span, count_channe
 from stream_detector.evaluation.runner import dataset_rows
 from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import ScoreCache, raw_scores, run_engine
-from stream_detector.priming import primed_state
+from stream_detector.priming import history_scale, primed_state
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 
 __all__ = ["PROTOCOLS", "WarmTest", "test_episodes", "warm_test"]
 
-PROTOCOLS = ("cold", "warmed")
+PROTOCOLS = ("cold", "warmed", "scaled")
 # How many of a test stream's first scores its error scale is read from: telemanom's window,
 # the scores a primed ε window holds before the test stream has replaced it.
 SCALE_SCORES = 2_100
@@ -75,8 +78,13 @@ class WarmTest:
     rows: list[LabelRow] = field(default_factory=list)
     cold_only: list[str] = field(default_factory=list)
     # Primed channels: the median of the test stream's first SCALE_SCORES scores over the
-    # median of the history's, by spacecraft (reads scores, no label).
+    # median of the history's, by spacecraft (reads scores, no label); and over the median of
+    # the history at the model's scale.
     scale: dict[str, list[float]] = field(default_factory=dict)
+    scaled_scale: dict[str, list[float]] = field(default_factory=dict)
+    # Each rescaled channel's factor, and the channels primed unscaled, with the reason.
+    factors: dict[str, float] = field(default_factory=dict)
+    unscaled: list[str] = field(default_factory=list)
 
 
 def warm_test(
@@ -86,7 +94,7 @@ def warm_test(
     channels: Sequence[str] | None = None,
     settings: Settings | None = None,
 ) -> WarmTest:
-    """Both protocols on every channel of `dataset`, under `settings` (the daemon's own by
+    """Every protocol on every channel of `dataset`, under `settings` (the daemon's own by
     default). The cache's checkpoints and test scores are read (scored if missing); the fold
     models are `crossfit_replay`'s, trained there if missing."""
     settings = settings or Settings()
@@ -98,7 +106,7 @@ def warm_test(
         if not channels or row.chan_id in channels:
             grouped.setdefault(row.chan_id, []).append(row)
     out = WarmTest()
-    for chan, rows in tqdm(grouped.items(), desc="cold and warmed tests", unit="channel"):
+    for chan, rows in tqdm(grouped.items(), desc="cold, warmed and scaled tests", unit="channel"):
         cached = store.load(chan)
         if cached is None:
             raise click.ClickException(f"{cache} has no checkpoint of {chan}: run evaluate first")
@@ -110,19 +118,25 @@ def warm_test(
             store.save(chan, checkpoint, arrays)
         folds = channel_folds(root, chan, folds_recipe, folds_store, settings)
         warm = train_history(folds)
+        cold = test_episodes(settings, model, chan, test, arrays["test"])
+        warmed = scaled = cold
         if warm is None:
             out.cold_only.append(chan)
         else:
-            out.scale.setdefault(rows[0].spacecraft, []).append(
-                float(np.median(arrays["test"][:SCALE_SCORES]) / np.median(warm[1]))
-            )
-        cold = test_episodes(settings, model, chan, test, arrays["test"])
-        warmed = (
-            cold
-            if warm is None
-            else test_episodes(settings, model, chan, test, arrays["test"], warm)
-        )
-        for protocol, predicted in zip(PROTOCOLS, (cold, warmed), strict=True):
+            start = float(np.median(arrays["test"][:SCALE_SCORES]))
+            craft = rows[0].spacecraft
+            out.scale.setdefault(craft, []).append(start / float(np.median(warm[1])))
+            warmed = scaled = test_episodes(settings, model, chan, test, arrays["test"], warm)
+            found = history_scale(settings, model, chan, load_series(root, chan, "train"), folds)
+            if found.unscaled_because is None:
+                out.factors[chan] = found.factor
+                values, scores, breaks = warm
+                rescaled = (values, scores * np.float32(found.factor), breaks)
+                out.scaled_scale.setdefault(craft, []).append(start / float(np.median(rescaled[1])))
+                scaled = test_episodes(settings, model, chan, test, arrays["test"], rescaled)
+            else:
+                out.unscaled.append(f"{chan} ({found.unscaled_because})")
+        for protocol, predicted in zip(PROTOCOLS, (cold, warmed, scaled), strict=True):
             out.counts[protocol].extend(
                 count_channel(chan, row.anomaly_sequences, predicted, row.num_values)
                 for row in rows
@@ -132,7 +146,8 @@ def warm_test(
 
 
 def report(result: WarmTest) -> str:
-    """Both protocols per data set, then the channels whose counts differ."""
+    """Every protocol per data set, then the rows whose counts differ from cold, and the
+    label-free scale figures."""
     lines = [
         "| data | protocol | event F1 | composite F1 | flagged | labels found | false episodes |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -150,26 +165,46 @@ def report(result: WarmTest) -> str:
                 f"| {craft} | {protocol} | {m.f1:.3f} | {m.composite_f1:.3f} "
                 f"| {m.flagged_fraction:.1%} | {m.tp} of {m.tp + m.fn} | {m.fp} |"
             )
-    changed = [
-        f"{c.channel} {c.tp}/{c.fp} → {w.tp}/{w.fp}"
-        for c, w in zip(result.counts["cold"], result.counts["warmed"], strict=True)
-        if (c.tp, c.fp) != (w.tp, w.fp)
-    ]
+    lines.append("")
+    for first, second in (("cold", "warmed"), ("cold", "scaled")):
+        changed = [
+            f"{c.channel} {c.tp}/{c.fp} → {w.tp}/{w.fp}"
+            for c, w in zip(result.counts[first], result.counts[second], strict=True)
+            if (c.tp, c.fp) != (w.tp, w.fp)
+        ]
+        lines.append(
+            f"Rows whose finds/false episodes differ, {first} → {second} ({len(changed)}): "
+            + (", ".join(changed) or "none")
+        )
     lines += [
-        "",
-        f"Rows whose finds/false episodes differ, cold → warmed ({len(changed)}): "
-        + (", ".join(changed) or "none"),
-        "Streamed cold in both (train too short to halve): "
+        "Streamed cold in every protocol (train too short to halve): "
         + (", ".join(result.cold_only) or "none"),
+        "Primed unscaled in the scaled protocol: " + (", ".join(result.unscaled) or "none"),
     ]
     for craft in crafts:
-        ratios = result.scale.get(craft)
-        if ratios:
-            q1, mid, q3 = np.percentile(ratios, [25, 50, 75])
+        for ratios, over in (
+            (result.scale.get(craft), "the history's"),
+            (result.scaled_scale.get(craft), "the history's at the model's scale"),
+        ):
+            if ratios:
+                q1, mid, q3 = np.percentile(ratios, [25, 50, 75])
+                lines.append(
+                    f"{craft}: the test stream's first {SCALE_SCORES:,} scores over {over}, "
+                    f"median per channel {mid:.2f} (quartiles {q1:.2f} and {q3:.2f}, "
+                    f"{len(ratios)} channels; no label read)"
+                )
+    craft_of = {r.chan_id: r.spacecraft for r in result.rows}
+    by_craft: dict[str, list[float]] = {}
+    for chan, factor in result.factors.items():
+        by_craft.setdefault(craft_of[chan], []).append(factor)
+    for craft in crafts:
+        factors = by_craft.get(craft)
+        if factors:
+            q1, mid, q3 = np.percentile(factors, [25, 50, 75])
             lines.append(
-                f"{craft}: the test stream's first {SCALE_SCORES:,} scores over the history's, "
-                f"median per channel {mid:.2f} (quartiles {q1:.2f} and {q3:.2f}, "
-                f"{len(ratios)} primed channels; no label read)"
+                f"{craft}: the history's factor (the model's scores over fold 0's on the rows "
+                f"neither fitted), median {mid:.2f} (quartiles {q1:.2f} and {q3:.2f}, "
+                f"{len(factors)} channels)"
             )
     return "\n".join(lines) + "\n"
 
@@ -192,9 +227,10 @@ def main(
     data_root: Path | None,
     out: Path | None,
 ) -> None:
-    """Stream every test split cold and warmed on the channel's cross-fitted train, under
-    the daemon's settings (SD_* variables), and score both against the labels. Chooses
-    nothing: a measurement of what the threshold's cold start costs."""
+    """Stream every test split cold, warmed on the channel's cross-fitted train, and warmed
+    on it rescaled to the model (what `stream-detector prime` writes), under the daemon's
+    settings (SD_* variables), and score each against the labels. Chooses nothing: a
+    measurement of what the threshold's cold start costs."""
     settings = Settings()
     root = data_root or Path(settings.data.root)
     result = warm_test(root, dataset, cache, list(channels) or None, settings)
@@ -206,6 +242,7 @@ def main(
             json.dumps(
                 {p: [c.to_dict() for c in result.counts[p]] for p in PROTOCOLS}
                 | {"rows": [r.chan_id for r in result.rows], "cold_only": result.cold_only}
+                | {"factors": result.factors, "unscaled": result.unscaled}
             )
         )
     click.echo(text, nl=False)

@@ -31,7 +31,7 @@ def test_prime_writes_once_and_the_daemon_starts_from_it(
         train_history,
     )
     from stream_detector.evaluation.threshold_grid import ScoreCache
-    from stream_detector.priming import primed_state
+    from stream_detector.priming import history_scale, primed_state
     from stream_detector.records import parse_telemetry, telemetry_bytes
     from stream_detector.serving import ServedModel
     from stream_detector.settings import Settings
@@ -58,7 +58,8 @@ def test_prime_writes_once_and_the_daemon_starts_from_it(
     stored = store.load(["D-11"])["D-11"]
     assert (stored.partition, stored.last_offset) == (-1, -1)
 
-    # What was written is the threshold state the cross-fitted train leaves.
+    # What was written is the threshold state the cross-fitted train leaves, its scores
+    # rescaled to the daemon's model.
     settings = Settings()
     recipe = fold_recipe(cache_recipe(d11_cache))
     folds = channel_folds(
@@ -66,10 +67,16 @@ def test_prime_writes_once_and_the_daemon_starts_from_it(
     )
     history = train_history(folds)
     assert history is not None
-    expected = primed_state(settings, model, "D-11", *history)
+    values, scores, breaks = history
+    scale = history_scale(settings, model, "D-11", load_series(DATA, "D-11", "train"), folds)
+    assert scale.unscaled_because is None
+    assert f"1 history(ies) rescaled to the model, factor {scale.factor:.2f}" in first.output
+    expected = primed_state(settings, model, "D-11", values, scores * scale.factor, breaks)
+    unscaled = primed_state(settings, model, "D-11", values, scores, breaks)
     engine = build_engine(settings, model)
     restored = engine.restore_state("D-11", stored)
     assert pack_state(restored.threshold) == pack_state(expected.threshold)
+    assert pack_state(restored.threshold) != pack_state(unscaled.threshold)
     assert len(restored.buffer) == 0 and not restored.episode.active
 
     # The daemon's first live record, at offset 0 of partition 2, is applied, not a replay.
@@ -138,8 +145,9 @@ def test_a_primed_daemon_decides_through_kafka_as_the_primed_offline_engine(
         kafka_bootstrap, redis_url, topics, d11_cache / "D-11.pt", "prime"
     )
     model = ServedModel.load(d11_cache / "D-11.pt", device="cpu")
-    states, unprimed = primed_from_cache(settings, model, DATA, d11_cache, ["D-11"], False)
-    assert unprimed == [] and len(states) == 1
+    primed_channels = primed_from_cache(settings, model, DATA, d11_cache, ["D-11"], False)
+    states = primed_channels.states
+    assert primed_channels.unprimed == primed_channels.unscaled == [] and len(states) == 1
     offline_start = copy.deepcopy(states[0])
     store = RedisStateStore(
         redis.Redis.from_url(redis_url), settings.redis.key_prefix, model.model_info.version

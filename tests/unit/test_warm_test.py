@@ -79,10 +79,40 @@ def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_ca
         "D-11", row.anomaly_sequences, warmed, row.num_values
     )
 
+    # Scaled: the same, the history's scores times the model's scale (what `prime` writes).
+    from stream_detector.evaluation.crossfit_replay import channel_folds, fold_store
+    from stream_detector.priming import history_scale
+
+    recipe, store = fold_store(d11_cache)
+    folds = channel_folds(DATA, "D-11", recipe, store, Settings())
+    factor = history_scale(Settings(), model, "D-11", train, folds).factor
+    assert result.factors == {"D-11": pytest.approx(factor)} and result.unscaled == []
+    rescaled = run_engine(
+        Settings(), model, "D-11", train, np.concatenate([s1, s0]) * factor, breaks=(half,)
+    ).state
+    assert rescaled is not None
+    fresh = build_engine(Settings(), model).new_state("D-11", -1)
+    fresh.threshold = rescaled.threshold
+    scaled = run_engine(Settings(), model, "D-11", test, test_scores, state=fresh).episodes()
+    assert result.counts["scaled"][0] == count_channel(
+        "D-11", row.anomaly_sequences, scaled, row.num_values
+    )
+
     # The error scale of the test stream's start against the history's, as the report gives it.
     ratio = np.median(test_scores[: wt.SCALE_SCORES]) / np.median(np.concatenate([s1, s0]))
     assert result.scale == {"SMAP": [pytest.approx(float(ratio))]}
 
+    scaled_ratio = np.median(test_scores[: wt.SCALE_SCORES]) / np.median(
+        np.concatenate([s1, s0]) * factor
+    )
+    assert result.scaled_scale == {"SMAP": [pytest.approx(float(scaled_ratio), rel=1e-5)]}
+
     text = wt.report(result)
     assert "| SMAP | cold |" in text and "| SMAP | warmed |" in text
-    assert f"median per channel {ratio:.2f}" in text
+    assert "| SMAP | scaled |" in text
+    assert f"over the history's, median per channel {ratio:.2f}" in text
+    assert f"at the model's scale, median per channel {scaled_ratio:.2f}" in text
+    assert (
+        f"factor (the model's scores over fold 0's on the rows neither fitted), median {factor:.2f}"
+        in text
+    )
