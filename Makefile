@@ -162,7 +162,7 @@ race-late-key: install ## after `make race-crossfit`: the late key's checks and 
 # The thirty-ninth look: every test split of RACE_CACHE streamed cold, then primed as
 # `stream-detector prime` primes the daemon (the threshold state its cross-fitted train leaves,
 # scored by `make race-crossfit`'s fold models), both scored against the labels. Minutes.
-race-warm-test: install ## after `make race-crossfit`: the test splits cold and primed → artifacts/eval/diagnostics-RACE_NAME/warm-test/warm-test.md
+race-warm-test: install ## after `make race-crossfit`: the test splits cold, primed, and primed at the model's scale → artifacts/eval/diagnostics-RACE_NAME/warm-test/warm-test.md
 	SD_MODEL__TORCH_THREADS=1 $(BIN)/python -m stream_detector.evaluation.warm_test --cache $(RACE_CACHE) \
 	  --out artifacts/eval/diagnostics-$(RACE_NAME)/warm-test
 

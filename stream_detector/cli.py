@@ -217,7 +217,7 @@ def prime(
     """
     from stream_detector.app import load_model, redis_client
     from stream_detector.evaluation.runner import dataset_rows
-    from stream_detector.priming import primed_from_cache
+    from stream_detector.priming import by_reason, primed_from_cache
     from stream_detector.thresholds.store import RedisStateStore
 
     settings = _settings(ctx)
@@ -255,8 +255,8 @@ def prime(
             f"  {len(factors)} history(ies) rescaled to the model, factor "
             f"{factors[0]:.2f} to {factors[-1]:.2f} (median {statistics.median(factors):.2f})"
         )
-    for reason in primed.unscaled:
-        click.echo(f"  primed unscaled: {reason}")
+    for line in by_reason(primed.unscaled):
+        click.echo(f"  primed unscaled, {line}")
     for reason in primed.unprimed:
         click.echo(f"  not primed: {reason}")
 

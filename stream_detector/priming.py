@@ -48,6 +48,7 @@ __all__ = [
     "HistoryScale",
     "PrimedChannels",
     "ReplayedScores",
+    "by_reason",
     "history_scale",
     "primed_from_cache",
     "primed_state",
@@ -175,13 +176,22 @@ def history_scale(
 
 @dataclass
 class PrimedChannels:
-    """What priming made: the states, the channels left unprimed and those primed unscaled
-    (each as "chan (reason)"), and each scaled channel's factor."""
+    """What priming made: the states, the channels left unprimed (each as "chan (reason)"),
+    those primed unscaled (channel → reason), and each scaled channel's factor."""
 
     states: list[ChannelState] = field(default_factory=list)
     unprimed: list[str] = field(default_factory=list)
-    unscaled: list[str] = field(default_factory=list)
+    unscaled: dict[str, str] = field(default_factory=dict)
     factors: dict[str, float] = field(default_factory=dict)
+
+
+def by_reason(reasons: Mapping[str, str]) -> list[str]:
+    """One "reason: chan, chan, ..." line per reason, in the order first met: a model trained
+    alike leaves every channel unscaled for the same reason."""
+    grouped: dict[str, list[str]] = {}
+    for chan, reason in reasons.items():
+        grouped.setdefault(reason, []).append(chan)
+    return [f"{reason} ({len(chans)}): {', '.join(chans)}" for reason, chans in grouped.items()]
 
 
 def primed_from_cache(
@@ -229,6 +239,6 @@ def primed_from_cache(
                 out.factors[chan] = found.factor
                 scores = scores * np.float32(found.factor)
             else:
-                out.unscaled.append(f"{chan} ({found.unscaled_because})")
+                out.unscaled[chan] = found.unscaled_because
         out.states.append(primed_state(settings, model, chan, values, scores, breaks))
     return out

@@ -36,35 +36,44 @@ from stream_detector.evaluation.crossfit_replay import (
     fold_store,
     train_history,
 )
-from stream_detector.evaluation.metrics import ChannelCounts, Span, count_channel, summarise
+from stream_detector.evaluation.metrics import ChannelCounts, count_channel, summarise
 from stream_detector.evaluation.runner import dataset_rows
 from stream_detector.evaluation.telemanom_batch import cache_options
 from stream_detector.evaluation.threshold_grid import ScoreCache, raw_scores, run_engine
-from stream_detector.priming import history_scale, primed_state
+from stream_detector.offline import OfflineRun
+from stream_detector.priming import by_reason, history_scale, primed_state
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 
-__all__ = ["PROTOCOLS", "WarmTest", "test_episodes", "warm_test"]
+__all__ = ["PROTOCOLS", "WarmTest", "test_run", "warm_test"]
 
 PROTOCOLS = ("cold", "warmed", "scaled")
 # How many of a test stream's first scores its error scale is read from: telemanom's window,
 # the scores a primed ε window holds before the test stream has replaced it.
 SCALE_SCORES = 2_100
+# How many of a primed test stream's first scores its threshold is read over: where the primed
+# ε decides before the test stream's own errors have much say in it.
+PRIMED_START = 500
 
 
-def test_episodes(
+def test_run(
     settings: Settings,
     model: ServedModel,
     chan: str,
     test: np.ndarray,
     test_scores: np.ndarray,
     warm: tuple[np.ndarray, np.ndarray, list[int]] | None = None,
-) -> list[Span]:
-    """The episodes of the test split: streamed cold, or from the state `warm` (the history's
-    values, scores and breaks) primes (`primed_state`: its threshold state, a new buffer and
-    episode)."""
+) -> OfflineRun:
+    """The test split streamed cold, or from the state `warm` (the history's values, scores
+    and breaks) primes (`primed_state`: its threshold state, a new buffer and episode)."""
     state = None if warm is None else primed_state(settings, model, chan, *warm)
-    return run_engine(settings, model, chan, test, test_scores, state=state).episodes()
+    return run_engine(settings, model, chan, test, test_scores, state=state)
+
+
+def _median_threshold(run: OfflineRun, scores: int) -> float:
+    """The median threshold over a run's first `scores` scores, those it judged."""
+    judged = [t for t in run.thresholds[:scores] if t is not None]
+    return float(np.median(judged)) if judged else float("nan")
 
 
 @dataclass
@@ -84,7 +93,10 @@ class WarmTest:
     scaled_scale: dict[str, list[float]] = field(default_factory=dict)
     # Each rescaled channel's factor, and the channels primed unscaled, with the reason.
     factors: dict[str, float] = field(default_factory=dict)
-    unscaled: list[str] = field(default_factory=list)
+    unscaled: dict[str, str] = field(default_factory=dict)
+    # Per primed protocol and spacecraft: the median threshold over the first PRIMED_START
+    # test scores over the cold run's over its first SCALE_SCORES (reads no label).
+    threshold_start: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
 def warm_test(
@@ -118,7 +130,7 @@ def warm_test(
             store.save(chan, checkpoint, arrays)
         folds = channel_folds(root, chan, folds_recipe, folds_store, settings)
         warm = train_history(folds)
-        cold = test_episodes(settings, model, chan, test, arrays["test"])
+        cold = test_run(settings, model, chan, test, arrays["test"])
         warmed = scaled = cold
         if warm is None:
             out.cold_only.append(chan)
@@ -126,17 +138,23 @@ def warm_test(
             start = float(np.median(arrays["test"][:SCALE_SCORES]))
             craft = rows[0].spacecraft
             out.scale.setdefault(craft, []).append(start / float(np.median(warm[1])))
-            warmed = scaled = test_episodes(settings, model, chan, test, arrays["test"], warm)
+            warmed = scaled = test_run(settings, model, chan, test, arrays["test"], warm)
             found = history_scale(settings, model, chan, load_series(root, chan, "train"), folds)
             if found.unscaled_because is None:
                 out.factors[chan] = found.factor
                 values, scores, breaks = warm
                 rescaled = (values, scores * np.float32(found.factor), breaks)
                 out.scaled_scale.setdefault(craft, []).append(start / float(np.median(rescaled[1])))
-                scaled = test_episodes(settings, model, chan, test, arrays["test"], rescaled)
+                scaled = test_run(settings, model, chan, test, arrays["test"], rescaled)
             else:
-                out.unscaled.append(f"{chan} ({found.unscaled_because})")
-        for protocol, predicted in zip(PROTOCOLS, (cold, warmed, scaled), strict=True):
+                out.unscaled[chan] = found.unscaled_because
+            settled = _median_threshold(cold, SCALE_SCORES)
+            for protocol, run in (("warmed", warmed), ("scaled", scaled)):
+                out.threshold_start.setdefault(protocol, {}).setdefault(craft, []).append(
+                    _median_threshold(run, PRIMED_START) / settled
+                )
+        for protocol, run in zip(PROTOCOLS, (cold, warmed, scaled), strict=True):
+            predicted = run.episodes()
             out.counts[protocol].extend(
                 count_channel(chan, row.anomaly_sequences, predicted, row.num_values)
                 for row in rows
@@ -179,7 +197,9 @@ def report(result: WarmTest) -> str:
     lines += [
         "Streamed cold in every protocol (train too short to halve): "
         + (", ".join(result.cold_only) or "none"),
-        "Primed unscaled in the scaled protocol: " + (", ".join(result.unscaled) or "none"),
+    ]
+    lines += [
+        f"Primed unscaled in the scaled protocol, {line}" for line in by_reason(result.unscaled)
     ]
     for craft in crafts:
         for ratios, over in (
@@ -192,6 +212,17 @@ def report(result: WarmTest) -> str:
                     f"{craft}: the test stream's first {SCALE_SCORES:,} scores over {over}, "
                     f"median per channel {mid:.2f} (quartiles {q1:.2f} and {q3:.2f}, "
                     f"{len(ratios)} channels; no label read)"
+                )
+    for craft in crafts:
+        for protocol, by_craft_start in result.threshold_start.items():
+            finite = [r for r in by_craft_start.get(craft, []) if np.isfinite(r)]
+            if finite:
+                q1, mid, q3 = np.percentile(finite, [25, 50, 75])
+                lines.append(
+                    f"{craft}: {protocol}, the threshold over the first {PRIMED_START} test "
+                    f"scores over the cold run's over its first {SCALE_SCORES:,}, median per "
+                    f"channel {mid:.2f} (quartiles {q1:.2f} and {q3:.2f}, {len(finite)} "
+                    "channels; no label read)"
                 )
     craft_of = {r.chan_id: r.spacecraft for r in result.rows}
     by_craft: dict[str, list[float]] = {}

@@ -147,7 +147,8 @@ def test_a_primed_daemon_decides_through_kafka_as_the_primed_offline_engine(
     model = ServedModel.load(d11_cache / "D-11.pt", device="cpu")
     primed_channels = primed_from_cache(settings, model, DATA, d11_cache, ["D-11"], False)
     states = primed_channels.states
-    assert primed_channels.unprimed == primed_channels.unscaled == [] and len(states) == 1
+    assert primed_channels.unprimed == [] and primed_channels.unscaled == {}
+    assert len(states) == 1
     offline_start = copy.deepcopy(states[0])
     store = RedisStateStore(
         redis.Redis.from_url(redis_url), settings.redis.key_prefix, model.model_info.version

@@ -135,12 +135,12 @@ def test_priming_from_a_cache_rescales_unless_told_not_to(d11_cache):
         return pack_state(primed.states[0].threshold)
 
     scaled = primed_from_cache(settings, model, data, d11_cache, ["D-11"], False)
-    assert scaled.factors == {"D-11": factor.factor} and scaled.unscaled == []
+    assert scaled.factors == {"D-11": factor.factor} and scaled.unscaled == {}
     expected = primed_state(settings, model, "D-11", values, scores * factor.factor, breaks)
     assert threshold(scaled) == pack_state(expected.threshold)
 
     plain = primed_from_cache(settings, model, data, d11_cache, ["D-11"], False, scale=False)
-    assert plain.factors == {} and plain.unscaled == []
+    assert plain.factors == {} and plain.unscaled == {}
     unscaled = primed_state(settings, model, "D-11", values, scores, breaks)
     assert threshold(plain) == pack_state(unscaled.threshold) != threshold(scaled)
 
@@ -149,8 +149,18 @@ def test_priming_from_a_cache_rescales_unless_told_not_to(d11_cache):
         dataclasses.replace(checkpoint, fit=checkpoint.fit | {"split": "shuffled"})
     )
     named = primed_from_cache(settings, shuffled, data, d11_cache, ["D-11"], False)
-    assert named.factors == {} and len(named.unscaled) == 1
-    assert named.unscaled[0].startswith("D-11 (its model was not split chronologically")
+    assert named.factors == {} and list(named.unscaled) == ["D-11"]
+    assert named.unscaled["D-11"].startswith("its model was not split chronologically")
     assert threshold(named) == pack_state(
         primed_state(settings, shuffled, "D-11", values, scores, breaks).threshold
     )
+
+
+def test_unscaled_channels_are_listed_once_per_reason():
+    from stream_detector.priming import by_reason
+
+    assert by_reason({"A-1": "no part", "A-2": "too short", "A-3": "no part"}) == [
+        "no part (2): A-1, A-3",
+        "too short (1): A-2",
+    ]
+    assert by_reason({}) == []

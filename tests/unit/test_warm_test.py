@@ -56,7 +56,8 @@ def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_ca
     test = load_series(DATA, "D-11", "test")
     model = ServedModel(load_checkpoint(d11_cache / "D-11.pt", device="cpu"))
     test_scores = np.load(d11_cache / "D-11.npz")["test"]
-    cold = run_engine(Settings(), model, "D-11", test, test_scores).episodes()
+    cold_run = run_engine(Settings(), model, "D-11", test, test_scores)
+    cold = cold_run.episodes()
     row = result.rows[0]
     assert result.counts["cold"][0] == count_channel(
         "D-11", row.anomaly_sequences, cold, row.num_values
@@ -74,7 +75,8 @@ def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_ca
     assert history is not None
     fresh = build_engine(Settings(), model).new_state("D-11", -1)
     fresh.threshold = history.threshold
-    warmed = run_engine(Settings(), model, "D-11", test, test_scores, state=fresh).episodes()
+    warmed_run = run_engine(Settings(), model, "D-11", test, test_scores, state=fresh)
+    warmed = warmed_run.episodes()
     assert result.counts["warmed"][0] == count_channel(
         "D-11", row.anomaly_sequences, warmed, row.num_values
     )
@@ -86,7 +88,7 @@ def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_ca
     recipe, store = fold_store(d11_cache)
     folds = channel_folds(DATA, "D-11", recipe, store, Settings())
     factor = history_scale(Settings(), model, "D-11", train, folds).factor
-    assert result.factors == {"D-11": pytest.approx(factor)} and result.unscaled == []
+    assert result.factors == {"D-11": pytest.approx(factor)} and result.unscaled == {}
     rescaled = run_engine(
         Settings(), model, "D-11", train, np.concatenate([s1, s0]) * factor, breaks=(half,)
     ).state
@@ -107,9 +109,21 @@ def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_ca
     )
     assert result.scaled_scale == {"SMAP": [pytest.approx(float(scaled_ratio), rel=1e-5)]}
 
+    # Where the primed ε starts against where the cold stream sets it (the first scores a
+    # warm-up leaves unjudged have no threshold).
+    def judged(run, n):
+        return np.median([t for t in run.thresholds[:n] if t is not None])
+
+    settled = judged(cold_run, wt.SCALE_SCORES)
+    assert cold_run.thresholds[0] is None and warmed_run.thresholds[0] is not None
+    start = judged(warmed_run, wt.PRIMED_START) / settled
+    assert result.threshold_start["warmed"] == {"SMAP": [pytest.approx(float(start))]}
+    assert set(result.threshold_start) == {"warmed", "scaled"}
+
     text = wt.report(result)
     assert "| SMAP | cold |" in text and "| SMAP | warmed |" in text
     assert "| SMAP | scaled |" in text
+    assert f"SMAP: warmed, the threshold over the first {wt.PRIMED_START} test scores" in text
     assert f"over the history's, median per channel {ratio:.2f}" in text
     assert f"at the model's scale, median per channel {scaled_ratio:.2f}" in text
     assert (
