@@ -163,6 +163,16 @@ def warm_test(
     return out
 
 
+def _spread(values: Sequence[float] | None) -> str:
+    """ "median per channel M (quartiles Q1 and Q3, N channels" of the finite `values`, or ""
+    if there are none."""
+    finite = [v for v in values or () if np.isfinite(v)]
+    if not finite:
+        return ""
+    q1, mid, q3 = np.percentile(finite, [25, 50, 75])
+    return f"median per channel {mid:.2f} (quartiles {q1:.2f} and {q3:.2f}, {len(finite)} channels"
+
+
 def report(result: WarmTest) -> str:
     """Every protocol per data set, then the rows whose counts differ from cold, and the
     label-free scale figures."""
@@ -201,41 +211,40 @@ def report(result: WarmTest) -> str:
     lines += [
         f"Primed unscaled in the scaled protocol, {line}" for line in by_reason(result.unscaled)
     ]
-    for craft in crafts:
-        for ratios, over in (
-            (result.scale.get(craft), "the history's"),
-            (result.scaled_scale.get(craft), "the history's at the model's scale"),
-        ):
-            if ratios:
-                q1, mid, q3 = np.percentile(ratios, [25, 50, 75])
-                lines.append(
-                    f"{craft}: the test stream's first {SCALE_SCORES:,} scores over {over}, "
-                    f"median per channel {mid:.2f} (quartiles {q1:.2f} and {q3:.2f}, "
-                    f"{len(ratios)} channels; no label read)"
-                )
-    for craft in crafts:
-        for protocol, by_craft_start in result.threshold_start.items():
-            finite = [r for r in by_craft_start.get(craft, []) if np.isfinite(r)]
-            if finite:
-                q1, mid, q3 = np.percentile(finite, [25, 50, 75])
-                lines.append(
-                    f"{craft}: {protocol}, the threshold over the first {PRIMED_START} test "
-                    f"scores over the cold run's over its first {SCALE_SCORES:,}, median per "
-                    f"channel {mid:.2f} (quartiles {q1:.2f} and {q3:.2f}, {len(finite)} "
-                    "channels; no label read)"
-                )
     craft_of = {r.chan_id: r.spacecraft for r in result.rows}
-    by_craft: dict[str, list[float]] = {}
+    factors: dict[str, list[float]] = {}
     for chan, factor in result.factors.items():
-        by_craft.setdefault(craft_of[chan], []).append(factor)
+        factors.setdefault(craft_of[chan], []).append(factor)
     for craft in crafts:
-        factors = by_craft.get(craft)
-        if factors:
-            q1, mid, q3 = np.percentile(factors, [25, 50, 75])
+        figures = [
+            (
+                result.scale.get(craft),
+                f"the test stream's first {SCALE_SCORES:,} scores over the history's",
+            ),
+            (
+                result.scaled_scale.get(craft),
+                f"the test stream's first {SCALE_SCORES:,} scores over the history's at the "
+                "model's scale",
+            ),
+        ]
+        figures += [
+            (
+                by_craft.get(craft),
+                f"{protocol}, the threshold over the first {PRIMED_START} test scores over "
+                f"the cold run's over its first {SCALE_SCORES:,}",
+            )
+            for protocol, by_craft in result.threshold_start.items()
+        ]
+        for ratios, what in figures:
+            spread = _spread(ratios)
+            if spread:
+                lines.append(f"{craft}: {what}, {spread}; no label read)")
+    for craft in crafts:
+        spread = _spread(factors.get(craft))
+        if spread:
             lines.append(
                 f"{craft}: the history's factor (the model's scores over fold 0's on the rows "
-                f"neither fitted), median {mid:.2f} (quartiles {q1:.2f} and {q3:.2f}, "
-                f"{len(factors)} channels)"
+                f"neither fitted), {spread})"
             )
     return "\n".join(lines) + "\n"
 

@@ -69,90 +69,99 @@ def test_the_unseen_part_starts_at_the_models_first_validation_window():
     assert unseen_start(fit | {"val_fraction": 0.0}, 1_000, 100) is None
 
 
-def test_the_history_scale_is_the_models_median_over_fold_0s_on_the_unseen_rows(d11_cache):
-    import dataclasses
+@pytest.fixture()
+def d11_folds(d11_cache):
+    """D-11's cache read back: the settings, its checkpoint and model, its train split and
+    its two fold models (trained here)."""
     from pathlib import Path
+    from types import SimpleNamespace
 
     from stream_detector.data.smap_msl import load_series
     from stream_detector.evaluation.crossfit_replay import channel_folds, fold_store
-    from stream_detector.evaluation.threshold_grid import raw_scores
-    from stream_detector.priming import MIN_SCALE_SCORES, history_scale, unseen_start
     from stream_detector.serving import ServedModel
     from stream_detector.training.checkpoint import load_checkpoint
 
     data = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "smap_msl"
     settings = Settings()
     checkpoint = load_checkpoint(d11_cache / "D-11.pt", device="cpu")
-    model = ServedModel(checkpoint)
     recipe, store = fold_store(d11_cache)
-    folds = channel_folds(data, "D-11", recipe, store, settings)
-    train = load_series(data, "D-11", "train")
+    return SimpleNamespace(
+        data=data,
+        cache=d11_cache,
+        settings=settings,
+        checkpoint=checkpoint,
+        model=ServedModel(checkpoint),
+        train=load_series(data, "D-11", "train"),
+        folds=channel_folds(data, "D-11", recipe, store, settings),
+    )
 
-    start = unseen_start(checkpoint.fit, len(train), model.window)
-    half = (len(train) + 1) // 2
+
+def _shuffled(checkpoint):
+    """The same model, as if its validation windows had been drawn through train."""
+    import dataclasses
+
+    from stream_detector.serving import ServedModel
+
+    return ServedModel(dataclasses.replace(checkpoint, fit=checkpoint.fit | {"split": "shuffled"}))
+
+
+def test_the_history_scale_is_the_models_median_over_fold_0s_on_the_unseen_rows(d11_folds):
+    from stream_detector.evaluation.threshold_grid import raw_scores
+    from stream_detector.priming import MIN_SCALE_SCORES, history_scale, unseen_start
+
+    d = d11_folds
+    start = unseen_start(d.checkpoint.fit, len(d.train), d.model.window)
+    half = (len(d.train) + 1) // 2
     assert start is not None and start > half
-    own = raw_scores(settings, model, "D-11", train[start:])
-    theirs = folds[0].scores[start - half : start - half + len(own)]
+    own = raw_scores(d.settings, d.model, "D-11", d.train[start:])
+    theirs = d.folds[0].scores[start - half : start - half + len(own)]
     assert len(theirs) == len(own) >= MIN_SCALE_SCORES
-    found = history_scale(settings, model, "D-11", train, folds)
+    found = history_scale(d.settings, d.model, "D-11", d.train, d.folds)
     assert found.unscaled_because is None and found.rows == len(own)
     assert found.factor == pytest.approx(float(np.median(own) / np.median(theirs)))
     assert found.factor != pytest.approx(1.0)
 
-    shuffled = ServedModel(
-        dataclasses.replace(checkpoint, fit=checkpoint.fit | {"split": "shuffled"})
-    )
-    unscaled = history_scale(settings, shuffled, "D-11", train, folds)
+    unscaled = history_scale(d.settings, _shuffled(d.checkpoint), "D-11", d.train, d.folds)
     assert unscaled.factor == 1.0 and "not split chronologically" in (
         unscaled.unscaled_because or ""
     )
 
 
-def test_priming_from_a_cache_rescales_unless_told_not_to(d11_cache):
-    import dataclasses
-    from pathlib import Path
-
-    from stream_detector.data.smap_msl import load_series
-    from stream_detector.evaluation.crossfit_replay import channel_folds, fold_store, train_history
+def test_priming_from_a_cache_rescales_unless_told_not_to(d11_folds):
+    from stream_detector.evaluation.crossfit_replay import train_history
     from stream_detector.priming import history_scale, primed_from_cache
-    from stream_detector.serving import ServedModel
     from stream_detector.thresholds.state_codec import pack_state
-    from stream_detector.training.checkpoint import load_checkpoint
 
-    data = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "smap_msl"
-    settings = Settings()
-    checkpoint = load_checkpoint(d11_cache / "D-11.pt", device="cpu")
-    model = ServedModel(checkpoint)
-    recipe, store = fold_store(d11_cache)
-    folds = channel_folds(data, "D-11", recipe, store, settings)
-    history = train_history(folds)
+    d = d11_folds
+    history = train_history(d.folds)
     assert history is not None
     values, scores, breaks = history
-    factor = history_scale(settings, model, "D-11", load_series(data, "D-11", "train"), folds)
+    factor = history_scale(d.settings, d.model, "D-11", d.train, d.folds)
 
     def threshold(primed):
         assert len(primed.states) == 1 and primed.unprimed == []
         return pack_state(primed.states[0].threshold)
 
-    scaled = primed_from_cache(settings, model, data, d11_cache, ["D-11"], False)
+    def prime(model, **kwargs):
+        return primed_from_cache(d.settings, model, d.data, d.cache, ["D-11"], False, **kwargs)
+
+    scaled = prime(d.model)
     assert scaled.factors == {"D-11": factor.factor} and scaled.unscaled == {}
-    expected = primed_state(settings, model, "D-11", values, scores * factor.factor, breaks)
+    expected = primed_state(d.settings, d.model, "D-11", values, scores * factor.factor, breaks)
     assert threshold(scaled) == pack_state(expected.threshold)
 
-    plain = primed_from_cache(settings, model, data, d11_cache, ["D-11"], False, scale=False)
+    plain = prime(d.model, scale=False)
     assert plain.factors == {} and plain.unscaled == {}
-    unscaled = primed_state(settings, model, "D-11", values, scores, breaks)
+    unscaled = primed_state(d.settings, d.model, "D-11", values, scores, breaks)
     assert threshold(plain) == pack_state(unscaled.threshold) != threshold(scaled)
 
     # A model with no unseen part of train is primed unscaled, and named.
-    shuffled = ServedModel(
-        dataclasses.replace(checkpoint, fit=checkpoint.fit | {"split": "shuffled"})
-    )
-    named = primed_from_cache(settings, shuffled, data, d11_cache, ["D-11"], False)
+    shuffled = _shuffled(d.checkpoint)
+    named = prime(shuffled)
     assert named.factors == {} and list(named.unscaled) == ["D-11"]
     assert named.unscaled["D-11"].startswith("its model was not split chronologically")
     assert threshold(named) == pack_state(
-        primed_state(settings, shuffled, "D-11", values, scores, breaks).threshold
+        primed_state(d.settings, shuffled, "D-11", values, scores, breaks).threshold
     )
 
 

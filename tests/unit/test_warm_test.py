@@ -127,6 +127,6 @@ def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_ca
     assert f"over the history's, median per channel {ratio:.2f}" in text
     assert f"at the model's scale, median per channel {scaled_ratio:.2f}" in text
     assert (
-        f"factor (the model's scores over fold 0's on the rows neither fitted), median {factor:.2f}"
-        in text
+        "factor (the model's scores over fold 0's on the rows neither fitted), "
+        f"median per channel {factor:.2f}" in text
     )
