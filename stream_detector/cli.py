@@ -213,7 +213,8 @@ def prime(
     (each half by a model trained on the other), rescaled to the daemon's model, and its
     threshold state is written to Redis, under the daemon's checkpoint and settings, for the
     daemon to start from. A channel that already has a state keeps it: priming never replaces
-    a live state.
+    a live state. On SMAP/MSL, primed channels scored lower than cold ones either way
+    (docs/thresholds.md, "Priming"): prime where the live stream runs like the history.
     """
     from stream_detector.app import load_model, redis_client
     from stream_detector.evaluation.runner import dataset_rows
