@@ -12,6 +12,7 @@ labelled ranges (red) and predicted episodes (blue), with the variant's counts i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -20,14 +21,50 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 
 from stream_detector.data.smap_msl import load_labels, load_series
-from stream_detector.evaluation.metrics import count_channel
+from stream_detector.evaluation.metrics import Span, count_channel
 from stream_detector.evaluation.plots import save_figure
 from stream_detector.evaluation.threshold_grid import load_grid, run_engine
+from stream_detector.offline import OfflineRun
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 from stream_detector.training.checkpoint import load_checkpoint
+
+
+def draw_run(ax: Axes, run: OfflineRun, labelled: Sequence[Span], length: int, name: str) -> None:
+    """One panel: a run's scores and threshold on a log axis, the labelled ranges (red), its
+    episodes (blue), and its counts against the labels in the title."""
+    seqs = np.asarray(run.end_seqs)
+    ax.plot(seqs, np.asarray(run.scores), lw=0.6, color="0.2", label="score")
+    limits = np.asarray([np.nan if t is None else t for t in run.thresholds], dtype=float)
+    ax.plot(seqs, limits, lw=0.9, color="tab:orange", label="threshold")
+    for start, end in labelled:
+        ax.axvspan(start, end, color="tab:red", alpha=0.2, lw=0)
+    episodes = run.episodes()
+    for start, end in episodes:
+        ax.axvspan(start, end + 1, ymin=0, ymax=0.12, color="tab:blue", alpha=0.8, lw=0)
+    c = count_channel(run.channel, labelled, episodes, length)
+    ax.set_title(
+        f"{name}: {len(episodes)} episodes, TP {c.tp} FP {c.fp} FN {c.fn}, "
+        f"flagged {c.flagged_points / length:.1%}",
+        fontsize="small",
+    )
+    positive = np.asarray(run.scores)[np.asarray(run.scores) > 0]
+    ax.set_yscale("log")  # scores span orders of magnitude: a linear axis hides the quiet part
+    if positive.size:
+        ax.set_ylim(bottom=float(np.percentile(positive, 1)) / 2)
+    ax.legend(loc="upper left", fontsize="x-small")
+
+
+def value_panel(ax: Axes, test: np.ndarray, labelled: Sequence[Span], title: str) -> None:
+    """The telemetry value the scores are of, with the labelled ranges (red)."""
+    ax.plot(np.arange(len(test)), test[:, 0], lw=0.6, color="0.2")
+    ax.set_ylabel("value")
+    ax.set_title(title)
+    for start, end in labelled:
+        ax.axvspan(start, end, color="tab:red", alpha=0.2, lw=0)
 
 
 def compare_thresholds(
@@ -46,34 +83,16 @@ def compare_thresholds(
     fig, axes = plt.subplots(
         len(variants) + 1, 1, figsize=(12, 2.2 * (len(variants) + 1)), sharex=True
     )
-    axes[0].plot(np.arange(len(test)), test[:, 0], lw=0.6, color="0.2")
-    axes[0].set_ylabel("value")
-    axes[0].set_title(f"{channel}: {model.model_info.name} scores, judged by each threshold")
-    for start, end in labelled:
-        axes[0].axvspan(start, end, color="tab:red", alpha=0.2, lw=0)
+    value_panel(
+        axes[0],
+        test,
+        labelled,
+        f"{channel}: {model.model_info.name} scores, judged by each threshold",
+    )
     base = Settings()
     for ax, name in zip(axes[1:], variants, strict=True):
         run = run_engine(by_name[name].settings(base), model, channel, test, scores)
-        seqs = np.asarray(run.end_seqs)
-        ax.plot(seqs, np.asarray(run.scores), lw=0.6, color="0.2", label="score")
-        limits = np.asarray([np.nan if t is None else t for t in run.thresholds], dtype=float)
-        ax.plot(seqs, limits, lw=0.9, color="tab:orange", label="threshold")
-        for start, end in labelled:
-            ax.axvspan(start, end, color="tab:red", alpha=0.2, lw=0)
-        episodes = run.episodes()
-        for start, end in episodes:
-            ax.axvspan(start, end + 1, ymin=0, ymax=0.12, color="tab:blue", alpha=0.8, lw=0)
-        c = count_channel(channel, labelled, episodes, len(test))
-        ax.set_title(
-            f"{name}: {len(episodes)} episodes, TP {c.tp} FP {c.fp} FN {c.fn}, "
-            f"flagged {c.flagged_points / len(test):.1%}",
-            fontsize="small",
-        )
-        positive = np.asarray(run.scores)[np.asarray(run.scores) > 0]
-        ax.set_yscale("log")  # scores span orders of magnitude: a linear axis hides the quiet part
-        if positive.size:
-            ax.set_ylim(bottom=float(np.percentile(positive, 1)) / 2)
-        ax.legend(loc="upper left", fontsize="x-small")
+        draw_run(ax, run, labelled, len(test), name)
     axes[-1].set_xlabel("step (test split)")
     return save_figure(fig, out, dpi=100)
 

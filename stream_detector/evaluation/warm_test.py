@@ -97,6 +97,8 @@ class WarmTest:
     # Per primed protocol and spacecraft: the median threshold over the first PRIMED_START
     # test scores over the cold run's over its first SCALE_SCORES (reads no label).
     threshold_start: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # The runs of the channels asked to be plotted, per protocol.
+    runs: dict[str, dict[str, OfflineRun]] = field(default_factory=dict)
 
 
 def warm_test(
@@ -105,10 +107,12 @@ def warm_test(
     cache: Path,
     channels: Sequence[str] | None = None,
     settings: Settings | None = None,
+    keep_runs: Sequence[str] = (),
 ) -> WarmTest:
     """Every protocol on every channel of `dataset`, under `settings` (the daemon's own by
-    default). The cache's checkpoints and test scores are read (scored if missing); the fold
-    models are `crossfit_replay`'s, trained there if missing."""
+    default), keeping the runs of the channels in `keep_runs`. The cache's checkpoints and
+    test scores are read (scored if missing); the fold models are `crossfit_replay`'s, trained
+    there if missing."""
     settings = settings or Settings()
     recipe = cache_recipe(cache)
     store = ScoreCache(cache, recipe)
@@ -153,6 +157,8 @@ def warm_test(
                 out.threshold_start.setdefault(protocol, {}).setdefault(craft, []).append(
                     _median_threshold(run, PRIMED_START) / settled
                 )
+        if chan in keep_runs:
+            out.runs[chan] = dict(zip(PROTOCOLS, (cold, warmed, scaled), strict=True))
         for protocol, run in zip(PROTOCOLS, (cold, warmed, scaled), strict=True):
             predicted = run.episodes()
             out.counts[protocol].extend(
@@ -161,6 +167,32 @@ def warm_test(
             )
         out.rows.extend(rows)
     return out
+
+
+PANEL_TITLES = {
+    "cold": "cold (no priming)",
+    "warmed": "primed on the fold models' scores (--scale none)",
+    "scaled": "primed at the model's scale (prime's default)",
+}
+
+
+def plot_protocols(root: Path, result: WarmTest, chan: str, out: Path) -> Path:
+    """One channel's test split under each protocol: the value above one panel per protocol
+    with its scores, threshold, labelled ranges and episodes (`compare_plot.draw_run`)."""
+    import matplotlib.pyplot as plt
+
+    from stream_detector.evaluation.compare_plot import draw_run, value_panel
+    from stream_detector.evaluation.plots import save_figure
+
+    runs = result.runs[chan]
+    test = load_series(root, chan, "test")
+    labelled = [seq for row in result.rows if row.chan_id == chan for seq in row.anomaly_sequences]
+    fig, axes = plt.subplots(len(PROTOCOLS) + 1, 1, figsize=(12, 8.8), sharex=True)
+    value_panel(axes[0], test, labelled, f"{chan}: its threshold started cold and primed")
+    for ax, protocol in zip(axes[1:], PROTOCOLS, strict=True):
+        draw_run(ax, runs[protocol], labelled, len(test), PANEL_TITLES[protocol])
+    axes[-1].set_xlabel("step (test split)")
+    return save_figure(fig, out, dpi=100)
 
 
 def _spread(values: Sequence[float] | None) -> str:
@@ -260,20 +292,36 @@ def report(result: WarmTest) -> str:
     default=None,
     help="also write the report and every row's counts (counts.json) here",
 )
+@click.option(
+    "--plot",
+    "plots",
+    multiple=True,
+    help="also draw this channel's test split under each protocol into --out "
+    "(warm-CHANNEL.png; repeatable)",
+)
 def main(
     cache: Path,
     dataset: str,
     channels: tuple[str, ...],
     data_root: Path | None,
     out: Path | None,
+    plots: tuple[str, ...],
 ) -> None:
     """Stream every test split cold, warmed on the channel's cross-fitted train, and warmed
     on it rescaled to the model (what `stream-detector prime` writes), under the daemon's
     settings (SD_* variables), and score each against the labels. Chooses nothing: a
     measurement of what the threshold's cold start costs."""
+    if plots and out is None:
+        raise click.UsageError("--plot draws into --out: give both")
     settings = Settings()
     root = data_root or Path(settings.data.root)
-    result = warm_test(root, dataset, cache, list(channels) or None, settings)
+    streamed = {r.chan_id for r in dataset_rows(root, dataset)}
+    unknown = [c for c in plots if c not in streamed or (channels and c not in channels)]
+    if unknown:
+        raise click.BadParameter(
+            f"{', '.join(unknown)}: not among the channels streamed", param_hint="--plot"
+        )
+    result = warm_test(root, dataset, cache, list(channels) or None, settings, plots)
     text = report(result)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -286,6 +334,9 @@ def main(
             )
         )
     click.echo(text, nl=False)
+    if out is not None:
+        for chan in plots:
+            click.echo(plot_protocols(root, result, chan, out / f"warm-{chan}.png"))
 
 
 if __name__ == "__main__":

@@ -130,3 +130,22 @@ def test_cold_is_the_grids_test_run_and_warmed_counts_the_test_part_alone(d11_ca
         "factor (the model's scores over fold 0's on the rows neither fitted), "
         f"median per channel {factor:.2f}" in text
     )
+
+
+def test_the_command_plots_each_protocol_of_a_channel_it_is_asked_for(d11_cache, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    base = ["--cache", str(d11_cache), "--dataset", "smap", "--channel", "D-11"]
+    base += ["--data-root", str(DATA)]
+    no_out = CliRunner().invoke(wt.main, [*base, "--plot", "D-11"])
+    assert no_out.exit_code != 0 and "--plot draws into --out" in no_out.output
+    unknown = CliRunner().invoke(wt.main, [*base, "--out", str(tmp_path), "--plot", "A-1"])
+    assert unknown.exit_code != 0 and "A-1: not among the channels streamed" in unknown.output
+
+    made = CliRunner().invoke(wt.main, [*base, "--out", str(tmp_path), "--plot", "D-11"])
+    assert made.exit_code == 0, made.output
+    png = tmp_path / "warm-D-11.png"
+    assert str(png) in made.output and (tmp_path / "warm-test.md").is_file()
+    with Image.open(png) as image:
+        assert image.size == (1200, 880)
