@@ -38,6 +38,7 @@ from stream_detector.records import ModelInfo
 from stream_detector.serving import ServedModel
 from stream_detector.settings import Settings
 from stream_detector.thresholds.base import ScorePrior
+from stream_detector.training.trainer import trained_windows
 
 if TYPE_CHECKING:
     from stream_detector.evaluation.crossfit_replay import Fold
@@ -124,8 +125,8 @@ def unseen_start(fit: Mapping[str, Any], rows: int, window: int) -> int | None:
     fraction, stride = float(fit.get("val_fraction", 0.0)), int(fit.get("train_stride", 1))
     if fraction <= 0:
         return None
-    # The trainer's own split (`split_windows`): the first int(n · (1 − fraction)) windows.
-    return int(((rows - window) // stride + 1) * (1 - fraction)) * stride
+    # The trainer's own split (`split_windows`): its first windows train, the rest validate.
+    return trained_windows((rows - window) // stride + 1, fraction) * stride
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,13 @@ class HistoryScale:
     factor: float = 1.0
     unscaled_because: str | None = None
     rows: int = 0  # how many scores of each model the factor was read from
+
+    def apply(
+        self, history: tuple[np.ndarray, np.ndarray, list[int]]
+    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """`train_history`'s (values, scores, breaks) with its scores times the factor."""
+        values, scores, breaks = history
+        return values, scores * np.float32(self.factor), breaks
 
 
 def history_scale(
@@ -209,7 +217,6 @@ def primed_from_cache(
     `scale` is off. The cache's recipe must have `model`'s window."""
     from tqdm import tqdm
 
-    from stream_detector.data.smap_msl import load_series
     from stream_detector.evaluation.crossfit_replay import (
         channel_folds,
         fold_store,
@@ -232,13 +239,13 @@ def primed_from_cache(
         if history is None:
             out.unprimed.append(f"{chan} (train split too short to halve)")
             continue
-        values, scores, breaks = history
         if scale:
-            found = history_scale(settings, model, chan, load_series(root, chan, "train"), folds)
+            # The history's values are the train split, in order.
+            found = history_scale(settings, model, chan, history[0], folds)
             if found.unscaled_because is None:
                 out.factors[chan] = found.factor
-                scores = scores * np.float32(found.factor)
+                history = found.apply(history)
             else:
                 out.unscaled[chan] = found.unscaled_because
-        out.states.append(primed_state(settings, model, chan, values, scores, breaks))
+        out.states.append(primed_state(settings, model, chan, *history))
     return out

@@ -143,11 +143,11 @@ def warm_test(
             craft = rows[0].spacecraft
             out.scale.setdefault(craft, []).append(start / float(np.median(warm[1])))
             warmed = scaled = test_run(settings, model, chan, test, arrays["test"], warm)
-            found = history_scale(settings, model, chan, load_series(root, chan, "train"), folds)
+            # The history's values are the train split, in order.
+            found = history_scale(settings, model, chan, warm[0], folds)
             if found.unscaled_because is None:
                 out.factors[chan] = found.factor
-                values, scores, breaks = warm
-                rescaled = (values, scores * np.float32(found.factor), breaks)
+                rescaled = found.apply(warm)
                 out.scaled_scale.setdefault(craft, []).append(start / float(np.median(rescaled[1])))
                 scaled = test_run(settings, model, chan, test, arrays["test"], rescaled)
             else:

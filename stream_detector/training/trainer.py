@@ -52,6 +52,12 @@ Split = Literal["chronological", "shuffled"]
 SPLITS: tuple[Split, ...] = ("chronological", "shuffled")
 
 
+def trained_windows(windows: int, val_fraction: float) -> int:
+    """How many of a series' `windows` train (the rest validate): ``int(n * (1 - val_fraction))``,
+    as Keras splits."""
+    return int(windows * (1 - val_fraction))
+
+
 def split_windows(
     series: Sequence[np.ndarray],
     window: int,
@@ -76,7 +82,7 @@ def split_windows(
     train_parts: list[np.ndarray] = []
     val_parts: list[np.ndarray] = []
     for windows in (sliding_windows(s, window, stride) for s in series):
-        n_train = int(len(windows) * (1 - val_fraction))
+        n_train = trained_windows(len(windows), val_fraction)
         if split == "chronological":
             train_parts.append(windows[:n_train])
             val_parts.append(windows[n_train:])
