@@ -9,6 +9,7 @@ from typing import Any, Final
 from stream_detector.models import dense_ae as _dense_ae  # noqa: F401 - registers "dense_ae"
 from stream_detector.models import ensemble as _ensemble  # noqa: F401 - registers "ensemble"
 from stream_detector.models import gans as _gans  # noqa: F401 - registers the GANs
+from stream_detector.models import knn_dt as _knn_dt  # noqa: F401 - registers "knn_dt"
 from stream_detector.models import lstm_ae as _lstm_ae  # noqa: F401 - registers "lstm_ae"
 from stream_detector.models import (  # noqa: F401 - registers "lstm_ae_chapter"
     lstm_ae_chapter as _lstm_ae_chapter,
