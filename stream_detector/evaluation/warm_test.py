@@ -21,6 +21,7 @@ daemon's.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,21 +142,23 @@ def warm_test(
         else:
             start = float(np.median(arrays["test"][:SCALE_SCORES]))
             craft = rows[0].spacecraft
-            out.scale.setdefault(craft, []).append(start / float(np.median(warm[1])))
+            out.scale.setdefault(craft, []).append(_ratio(start, float(np.median(warm[1]))))
             warmed = scaled = test_run(settings, model, chan, test, arrays["test"], warm)
             # The history's values are the train split, in order.
             found = history_scale(settings, model, chan, warm[0], folds)
             if found.unscaled_because is None:
                 out.factors[chan] = found.factor
                 rescaled = found.apply(warm)
-                out.scaled_scale.setdefault(craft, []).append(start / float(np.median(rescaled[1])))
+                out.scaled_scale.setdefault(craft, []).append(
+                    _ratio(start, float(np.median(rescaled[1])))
+                )
                 scaled = test_run(settings, model, chan, test, arrays["test"], rescaled)
             else:
                 out.unscaled[chan] = found.unscaled_because
             settled = _median_threshold(cold, SCALE_SCORES)
             for protocol, run in (("warmed", warmed), ("scaled", scaled)):
                 out.threshold_start.setdefault(protocol, {}).setdefault(craft, []).append(
-                    _median_threshold(run, PRIMED_START) / settled
+                    _ratio(_median_threshold(run, PRIMED_START), settled)
                 )
         if chan in keep_runs:
             out.runs[chan] = dict(zip(PROTOCOLS, (cold, warmed, scaled), strict=True))
@@ -193,6 +196,13 @@ def plot_protocols(root: Path, result: WarmTest, chan: str, out: Path) -> Path:
         draw_run(ax, runs[protocol], labelled, len(test), PANEL_TITLES[protocol])
     axes[-1].set_xlabel("step (test split)")
     return save_figure(fig, out, dpi=100)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN when the denominator is not positive: a predictor that
+    repeats a channel's constant telemetry exactly (`knn_dt`) has a median error of 0 there,
+    and the report's lines leave such a channel out (`_spread` counts the finite ones)."""
+    return numerator / denominator if denominator > 0 else math.nan
 
 
 def _spread(values: Sequence[float] | None) -> str:

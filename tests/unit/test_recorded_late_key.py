@@ -170,3 +170,25 @@ def test_the_deployed_detectors_key_is_the_documents_table_and_loses_the_pairwis
     )
     assert "in all 73.5%, MSL 84.7%, SMAP 41.6% of 1,000 paired draws" in text
     assert text.strip() in _doc()
+
+
+# The forty-first look's: knn_dt, the nearest analogues, on the same warm key.
+KNN = REPO / "docs" / "late-key" / "knn_dt-batches-warm.json.gz"
+
+
+def test_the_analogues_warm_key_keeps_the_default_threshold_and_the_deployed_detector():
+    from stream_detector.evaluation.crossfit_injection import compare_report
+
+    incumbent = incumbent_variant(GRID, Settings())
+    assert incumbent is not None
+    files = sorted((REPO / "docs" / "replay-counts" / "knn_dt-batches").glob("*.json"))
+    knn = load_late(KNN)
+    quoted = decision_lines(load_counts(files, GRID)[0], knn, incumbent)
+    quoted = quoted.split("no test label read): ", 1)[1]
+    assert quoted in _doc()
+    assert quoted.endswith(f"the default `{incumbent}` stays")
+    text = compare_report(
+        load_late(DEPLOYED)[incumbent], knn[incumbent], ("deployed", "knn_dt"), incumbent
+    )
+    assert "in all 85.2%, MSL 26.4%, SMAP 98.4% of 1,000 paired draws" in text
+    assert text.strip() in _doc()

@@ -149,3 +149,12 @@ def test_the_command_plots_each_protocol_of_a_channel_it_is_asked_for(d11_cache,
     assert str(png) in made.output and (tmp_path / "warm-test.md").is_file()
     with Image.open(png) as image:
         assert image.size == (1200, 880)
+
+
+def test_a_zero_median_leaves_the_channel_out_of_the_ratio_lines():
+    """A predictor exact on constant telemetry has a median error of 0: its ratio is NaN,
+    not a crash, and the line counts only the channels it can be read on."""
+    assert np.isnan(wt._ratio(0.3, 0.0))
+    assert wt._ratio(0.3, 0.6) == pytest.approx(0.5)
+    assert wt._spread([wt._ratio(0.3, 0.0), 2.0]).endswith("1 channels")
+    assert wt._spread([wt._ratio(0.3, 0.0)]) == ""
