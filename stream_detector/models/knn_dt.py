@@ -46,13 +46,17 @@ from stream_detector.models.base import (
 
 __all__ = ["FALLBACK", "HISTORY_CANDIDATES", "NEIGHBOUR_CANDIDATES", "NearestAnaloguePredictor"]
 
-# What fit chooses among when a setting is left open (history steps must be < window).
+# What fit chooses among when a setting is left open (those that fit before the predicted steps).
 HISTORY_CANDIDATES = (5, 10, 25, 50, 100)
 NEIGHBOUR_CANDIDATES = (1, 5, 20)
 # (history, neighbours) when nothing validates and a setting is left open.
 FALLBACK = (25, 5)
 # Squared distances equal to this precision are ties, broken by training order.
 DISTANCE_QUANTUM = 1e-6
+# Rounded squared distances are capped here (beyond it every pair ties), so that a key,
+# capped distance × analogues + position, stays within int64 for up to MAX_ANALOGUES.
+DISTANCE_CAP = 1e13
+MAX_ANALOGUES = 900_000
 # Queries per distance computation: bounds memory at QUERY_BATCH × training windows.
 QUERY_BATCH = 512
 
@@ -143,7 +147,7 @@ class NearestAnaloguePredictor(Detector):
             )
             # An integer key per pair: the rounded distance first, then the training position,
             # so that equal distances rank the same in every batch.
-            rounded = torch.floor(squared.clamp(min=0) / DISTANCE_QUANTUM).clamp(max=1e13)
+            rounded = torch.floor(squared.clamp(min=0) / DISTANCE_QUANTUM).clamp(max=DISTANCE_CAP)
             key = rounded.long() * len(histories) + positions
             parts.append(torch.topk(key, k, dim=1, largest=False, sorted=True).indices)
         return torch.cat(parts) if parts else torch.zeros(0, k, dtype=torch.long)
@@ -163,8 +167,11 @@ class NearestAnaloguePredictor(Detector):
         """Keep ``train``'s histories and successors; choose what was left open on ``val``."""
         started = time.perf_counter()
         self.check_windows(train)
-        if len(train) == 0:
-            raise ValueError("knn_dt needs at least one training window")
+        if not 0 < len(train) <= MAX_ANALOGUES:
+            raise ValueError(
+                f"knn_dt keeps 1 to {MAX_ANALOGUES:,} training windows, got {len(train):,}: "
+                "space them out with a larger train stride"
+            )
         successors = self._targets(train)
         longest = self.window - self.n_predictions
         history_options = (

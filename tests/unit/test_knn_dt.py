@@ -107,6 +107,8 @@ def test_bad_settings_and_unfitted_use_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="n_predictions"):
         build_detector("knn_dt", 10, 1, n_predictions=10)
     fresh = build_detector("knn_dt", 3, 1)
+    with pytest.raises(ValueError, match="1 to 900,000 training windows, got 0"):
+        fresh.fit(TRAIN[:0], None, CPU, progress=False)
     with pytest.raises(RuntimeError, match="fit or load_state_dict"):
         fresh.score(TRAIN)
     fitted = build_detector("knn_dt", 3, 1, history=2, neighbours=1)
