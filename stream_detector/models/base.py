@@ -149,6 +149,16 @@ def checked_score_features(columns: list[int], n_features: int) -> list[int]:
     return checked
 
 
+def checked_n_predictions(n_predictions: int, window: int) -> int:
+    """``n_predictions`` as an int; ValueError unless the window keeps a step of history."""
+    if not 1 <= int(n_predictions) < window:
+        raise ValueError(
+            f"n_predictions must lie in [1, window - 1] = [1, {window - 1}], "
+            f"got {n_predictions}: the window must leave at least one step of history"
+        )
+    return int(n_predictions)
+
+
 @dataclass(frozen=True)
 class RecipeDefaults:
     """How `train` and `evaluate` train a kind when the command line does not say."""

@@ -39,6 +39,7 @@ from stream_detector.models.base import (
     FitConfig,
     FitHistory,
     RecipeDefaults,
+    checked_n_predictions,
     checked_score_features,
     register,
     resolve_device,
@@ -83,13 +84,8 @@ class NearestAnaloguePredictor(Detector):
         score_features: list[int] | None = None,
     ) -> None:
         super().__init__(window, n_features)
-        if not 1 <= int(n_predictions) < window:
-            raise ValueError(
-                f"n_predictions must lie in [1, window - 1] = [1, {window - 1}], "
-                f"got {n_predictions}: the window must leave at least one step of history"
-            )
-        self.n_predictions = int(n_predictions)
-        longest = window - self.n_predictions
+        self.n_predictions = checked_n_predictions(n_predictions, window)
+        longest = self._longest_history
         if history is not None and not 1 <= int(history) <= longest:
             raise ValueError(
                 f"history must lie in [1, window - n_predictions] = [1, {longest}], got {history}"
@@ -104,8 +100,16 @@ class NearestAnaloguePredictor(Detector):
         # What fit chose (or was given); 0 until fitted.
         self.chosen_history = 0
         self.chosen_neighbours = 0
-        self._histories = torch.zeros(0, 0)
+        # The analogues: histories in float64 (the distances' precision) with their squared
+        # norms, kept from fit so that scoring does not convert them again every batch.
+        self._histories = torch.zeros(0, 0, dtype=torch.float64)
+        self._norms = torch.zeros(0, dtype=torch.float64)
         self._successors = torch.zeros(0, self.n_predictions, len(self.score_features))
+
+    @property
+    def _longest_history(self) -> int:
+        """The most steps a history can hold: those before the predicted ones."""
+        return self.window - self.n_predictions
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -119,6 +123,7 @@ class NearestAnaloguePredictor(Detector):
     def to(self, device: str | torch.device) -> Self:
         self.device = resolve_device(device)
         self._histories = self._histories.to(self.device)
+        self._norms = self._norms.to(self.device)
         self._successors = self._successors.to(self.device)
         return self
 
@@ -134,28 +139,22 @@ class NearestAnaloguePredictor(Detector):
         values = np.ascontiguousarray(predicted, dtype=np.float32)
         return torch.from_numpy(values).to(self.device)
 
-    def _nearest(self, queries: torch.Tensor, histories: torch.Tensor, k: int) -> torch.Tensor:
-        """Indices (B, k) of each query's k nearest histories, nearest first, ties by order."""
-        reference = histories.double()
-        reference_norms = (reference**2).sum(dim=1)
-        positions = torch.arange(len(histories), device=histories.device)
+    def _nearest(
+        self, queries: torch.Tensor, reference: torch.Tensor, norms: torch.Tensor, k: int
+    ) -> torch.Tensor:
+        """Indices (B, k) of each query's k nearest histories in ``reference`` (float64, with
+        its squared ``norms``), nearest first, ties by order."""
+        positions = torch.arange(len(reference), device=reference.device)
         parts = []
         for start in range(0, len(queries), QUERY_BATCH):
             query = queries[start : start + QUERY_BATCH].double()
-            squared = (
-                (query**2).sum(dim=1, keepdim=True) + reference_norms - 2 * query @ reference.T
-            )
+            squared = (query**2).sum(dim=1, keepdim=True) + norms - 2 * query @ reference.T
             # An integer key per pair: the rounded distance first, then the training position,
             # so that equal distances rank the same in every batch.
             rounded = torch.floor(squared.clamp(min=0) / DISTANCE_QUANTUM).clamp(max=DISTANCE_CAP)
-            key = rounded.long() * len(histories) + positions
+            key = rounded.long() * len(reference) + positions
             parts.append(torch.topk(key, k, dim=1, largest=False, sorted=True).indices)
         return torch.cat(parts) if parts else torch.zeros(0, k, dtype=torch.long)
-
-    def _predict(
-        self, queries: torch.Tensor, histories: torch.Tensor, successors: torch.Tensor, k: int
-    ) -> torch.Tensor:
-        return successors[self._nearest(queries, histories, k)].mean(dim=1)
 
     def fit(
         self,
@@ -173,7 +172,7 @@ class NearestAnaloguePredictor(Detector):
                 "space them out with a larger train stride"
             )
         successors = self._targets(train)
-        longest = self.window - self.n_predictions
+        longest = self._longest_history
         history_options = (
             [h for h in HISTORY_CANDIDATES if h <= longest] or [longest]
             if self.history is None
@@ -193,8 +192,13 @@ class NearestAnaloguePredictor(Detector):
             best: tuple[float, int, int] | None = None
             bar = tqdm(history_options, desc="knn_dt history", unit="h", disable=not progress)
             for h in bar:
-                reference = self._flat_histories(train, h)
-                nearest = self._nearest(self._flat_histories(val, h), reference, max(k_options))
+                reference = self._flat_histories(train, h).double()
+                nearest = self._nearest(
+                    self._flat_histories(val, h),
+                    reference,
+                    _squared_norms(reference),
+                    max(k_options),
+                )
                 for k in k_options:
                     prediction = successors[nearest[:, :k]].mean(dim=1)
                     error = float(torch.abs(prediction - val_targets).mean())
@@ -210,8 +214,7 @@ class NearestAnaloguePredictor(Detector):
             )
         self.chosen_history = chosen_history
         self.chosen_neighbours = chosen_neighbours
-        self._histories = self._flat_histories(train, chosen_history)
-        self._successors = successors
+        self._keep_analogues(self._flat_histories(train, chosen_history), successors)
         # In-sample (each window is among its own analogues), on at most ~2,000 windows.
         sample = train[:: max(1, len(train) // 2000)]
         record.train_loss.append(float(np.mean(self.score(sample))))
@@ -227,15 +230,14 @@ class NearestAnaloguePredictor(Detector):
         if len(windows) == 0:
             return np.zeros(0, dtype=np.float32)
         queries = self._flat_histories(windows, self.chosen_history)
-        prediction = self._predict(
-            queries, self._histories, self._successors, self.chosen_neighbours
-        )
+        nearest = self._nearest(queries, self._histories, self._norms, self.chosen_neighbours)
+        prediction = self._successors[nearest].mean(dim=1)
         error = torch.abs(prediction - self._targets(windows)).mean(dim=(1, 2))
         return error.float().cpu().numpy()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {
-            "histories": self._histories,
+            "histories": self._histories.float(),
             "successors": self._successors,
             "history": torch.tensor(self.chosen_history),
             "neighbours": torch.tensor(self.chosen_neighbours),
@@ -249,7 +251,7 @@ class NearestAnaloguePredictor(Detector):
         neighbours = int(state_dict["neighbours"])
         histories = state_dict["histories"]
         successors = state_dict["successors"]
-        if not 1 <= history <= self.window - self.n_predictions or neighbours < 1:
+        if not 1 <= history <= self._longest_history or neighbours < 1:
             raise ValueError(f"knn_dt state holds history {history} and neighbours {neighbours}")
         expected_successors = (len(histories), self.n_predictions, len(self.score_features))
         if (
@@ -265,5 +267,13 @@ class NearestAnaloguePredictor(Detector):
             raise ValueError(f"knn_dt state has {len(histories)} windows, fewer than {neighbours}")
         self.chosen_history = history
         self.chosen_neighbours = neighbours
-        self._histories = histories.float().to(self.device)
-        self._successors = successors.float().to(self.device)
+        self._keep_analogues(histories.float().to(self.device), successors.float().to(self.device))
+
+    def _keep_analogues(self, histories: torch.Tensor, successors: torch.Tensor) -> None:
+        self._histories = histories.double()
+        self._norms = _squared_norms(self._histories)
+        self._successors = successors
+
+
+def _squared_norms(rows: torch.Tensor) -> torch.Tensor:
+    return (rows**2).sum(dim=1)

@@ -54,6 +54,7 @@ from stream_detector.models.base import (
     FitConfig,
     FitHistory,
     RecipeDefaults,
+    checked_n_predictions,
     checked_score_features,
     register,
     resolve_device,
@@ -162,11 +163,7 @@ class LSTMNextValuePredictor(Detector):
             raise ValueError(f"hidden must be a non-empty list of positive sizes, got {hidden}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-        if not 1 <= n_predictions < window:
-            raise ValueError(
-                f"n_predictions must lie in [1, window - 1] = [1, {window - 1}], "
-                f"got {n_predictions}: the window must leave at least one step of history"
-            )
+        n_predictions = checked_n_predictions(n_predictions, window)
         if loss not in ("squared", "absolute"):
             raise ValueError(f"loss must be 'squared' or 'absolute', got {loss!r}")
         if scored_prediction not in ("first", "mean"):
