@@ -36,6 +36,21 @@ def _doc() -> str:
     return (REPO / "docs" / "threshold-race.md").read_text()
 
 
+def _counts(folder: str):
+    """The cross-fitted counts recorded in docs/replay-counts/`folder`."""
+    files = sorted((REPO / "docs" / "replay-counts" / folder).glob("*.json"))
+    return load_counts(files, GRID)[0]
+
+
+def _quoted_verdict(counts, late) -> tuple[str, str]:
+    """The rule's verdict as the document quotes it (after its label-free preamble), and the
+    default variant it is measured against."""
+    incumbent = incumbent_variant(GRID, Settings())
+    assert incumbent is not None
+    verdict = decision_lines(counts, late, incumbent)
+    return verdict.split("no test label read): ", 1)[1], incumbent
+
+
 def _name(cell: str) -> str:
     return re.sub(r" \((the default|v7's pick)\)$", "", cell)
 
@@ -78,13 +93,7 @@ def test_the_recorded_late_key_is_the_documents_table():
     ],
 )
 def test_the_rules_verdict_on_each_record_is_the_one_quoted(record, pick, margins):
-    counts, _, _ = load_counts(
-        sorted((REPO / "docs" / "replay-counts" / "telemanom-recipe-batches").glob("*.json")), GRID
-    )
-    incumbent = incumbent_variant(GRID, Settings())
-    assert incumbent is not None
-    verdict = decision_lines(counts, load_late(record), incumbent)
-    quoted = verdict.split("no test label read): ", 1)[1]
+    quoted, _ = _quoted_verdict(_counts("telemanom-recipe-batches"), load_late(record))
     assert quoted in _doc()
     assert f"the pick `{pick}` stays ahead of the default in all {margins}" in quoted
     assert quoted.endswith("stays")
@@ -110,12 +119,7 @@ def test_the_spike_rules_warm_key_joins_the_24_earlier_runs_unchanged():
 
 def test_the_settled_count_is_the_one_quoted_and_its_pick_the_default():
     settled = load_late(SETTLED)
-    counts, _, _ = load_counts(
-        sorted((REPO / "docs" / "replay-counts" / "telemanom-recipe-batches").glob("*.json")), GRID
-    )
-    incumbent = incumbent_variant(GRID, Settings())
-    assert incumbent is not None
-    quoted = decision_lines(counts, settled, incumbent).split("no test label read): ", 1)[1]
+    quoted, incumbent = _quoted_verdict(_counts("telemanom-recipe-batches"), settled)
     assert quoted in _doc()
     assert f"the pick is the default, `{incumbent}`: it stays" in quoted
     scores = label_free_scores(settled)
@@ -133,17 +137,9 @@ DEPLOYED_HEADER = (
 )
 
 
-def _deployed_counts():
-    files = sorted((REPO / "docs" / "replay-counts" / "lstm_dt_np10-batches").glob("*.json"))
-    return load_counts(files, GRID)[0]
-
-
 @pytest.mark.parametrize("record", [DEPLOYED, DEPLOYED_SETTLED])
 def test_the_deployed_detectors_warm_key_keeps_the_default_as_quoted(record):
-    incumbent = incumbent_variant(GRID, Settings())
-    assert incumbent is not None
-    quoted = decision_lines(_deployed_counts(), load_late(record), incumbent)
-    quoted = quoted.split("no test label read): ", 1)[1]
+    quoted, incumbent = _quoted_verdict(_counts("lstm_dt_np10-batches"), load_late(record))
     assert quoted in _doc()
     assert f"the pick is the default, `{incumbent}`: it stays" in quoted
 
@@ -179,12 +175,8 @@ KNN = REPO / "docs" / "late-key" / "knn_dt-batches-warm.json.gz"
 def test_the_analogues_warm_key_keeps_the_default_threshold_and_the_deployed_detector():
     from stream_detector.evaluation.crossfit_injection import compare_report
 
-    incumbent = incumbent_variant(GRID, Settings())
-    assert incumbent is not None
-    files = sorted((REPO / "docs" / "replay-counts" / "knn_dt-batches").glob("*.json"))
     knn = load_late(KNN)
-    quoted = decision_lines(load_counts(files, GRID)[0], knn, incumbent)
-    quoted = quoted.split("no test label read): ", 1)[1]
+    quoted, incumbent = _quoted_verdict(_counts("knn_dt-batches"), knn)
     assert quoted in _doc()
     assert quoted.endswith(f"the default `{incumbent}` stays")
     text = compare_report(
