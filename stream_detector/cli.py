@@ -392,6 +392,15 @@ def train(
     required=True,
     help="The ensemble's checkpoint file, or its score-cache folder when MEMBERS are folders.",
 )
+@click.option(
+    "--combine",
+    "combination",
+    type=click.Choice(("mean", "geometric")),  # models.ensemble.COMBINATIONS, without torch
+    default="mean",
+    show_default=True,
+    help="How the members' scores make the ensemble's: their mean (an 'or': one large error "
+    "is enough) or their geometric mean (an 'and': large only where every member's is).",
+)
 @_data_root_option
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.pass_context
@@ -399,6 +408,7 @@ def combine(
     ctx: click.Context,
     members: tuple[Path, ...],
     out: Path,
+    combination: str,
     data_root: Path | None,
     no_progress: bool,
 ) -> None:
@@ -406,9 +416,10 @@ def combine(
 
     MEMBERS are checkpoints trained alike (same channels, window, scaler and fit config), or
     score-cache folders of `evaluate --score-cache` (then every channel they all hold is
-    combined into the --out folder, stamped as `evaluate --model ensemble` stamps it). The
-    ensemble's score is the mean of its members'; its calibration is computed again from
-    its own scores on the channels' train split.
+    combined into the --out folder, stamped as `evaluate --model ensemble` stamps it, and so
+    is every fold model in their crossfit/ folders when each has one). The ensemble's score
+    is its members' mean or geometric mean (--combine); its calibration is computed again
+    from its own scores on the channels' train split.
     """
     from stream_detector.data.smap_msl import load_series
     from stream_detector.errors import CheckpointError
@@ -421,14 +432,19 @@ def combine(
     root = data_root or settings.data.root
     try:
         if all(member.is_dir() for member in members):
-            written = combine_caches(list(members), out, root, progress=not no_progress)
-            click.echo(f"combined {len(written)} channels into {out}")
+            written = combine_caches(
+                list(members), out, root, progress=not no_progress, combine=combination
+            )
+            folds = sum(".fold" in name for name in written)
+            click.echo(
+                f"combined {len(written) - folds} channels and {folds} fold models into {out}"
+            )
             return
         if any(member.is_dir() for member in members):
             raise click.BadParameter("give checkpoint files or cache folders, not both")
         checkpoints = [load_checkpoint(member, device="cpu") for member in members]
         series = [load_series(root, chan, "train") for chan in checkpoints[0].channels]
-        combined = combine_checkpoints(checkpoints, series)
+        combined = combine_checkpoints(checkpoints, series, combination)
     except (CheckpointError, FileNotFoundError, KeyError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     save_checkpoint(combined, out)

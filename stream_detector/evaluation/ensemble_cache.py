@@ -6,6 +6,10 @@ otherwise), their checkpoints are the members that training would make (see
 ``training.ensemble``), so the ensemble's cache is their combination: one ensemble checkpoint
 per channel, calibrated on its own train scores, and a recipe stamp that is the one
 `evaluate --model ensemble` writes. Its scores are computed on first use, as for any cache.
+
+The members' fold models (`crossfit_replay`'s ``crossfit/``) are combined the same way when
+every member has them, each calibrated on the half it was trained on: they are the fold
+models `crossfit_replay` would train for the ensemble's recipe.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from stream_detector.data.smap_msl import load_series
+from stream_detector.evaluation.crossfit_replay import fold_folder, fold_halves
 from stream_detector.evaluation.runner import ModelRecipe
 from stream_detector.evaluation.threshold_grid import ScoreCache
 from stream_detector.models.base import accepted_hyperparameters, get_detector_class
-from stream_detector.models.ensemble import DEFAULT_MEMBERS
+from stream_detector.models.ensemble import COMBINATIONS, DEFAULT_MEMBERS
 from stream_detector.training.checkpoint import load_checkpoint, save_checkpoint
 from stream_detector.training.ensemble import combine_checkpoints, seed_offsets, without_seed
 
@@ -48,8 +53,11 @@ def _with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def ensemble_recipe(member_recipes: list[dict[str, Any]]) -> ModelRecipe:
-    """The recipe `evaluate --model ensemble` would stamp for these members' recipes."""
+def ensemble_recipe(member_recipes: list[dict[str, Any]], combine: str = "mean") -> ModelRecipe:
+    """The recipe `evaluate --model ensemble` would stamp for these members' recipes,
+    combined by ``combine``."""
+    if combine not in COMBINATIONS:
+        raise ValueError(f"combine must be one of {', '.join(COMBINATIONS)}, got {combine!r}")
     first = member_recipes[0]
     shared = ("window", "fit", "train_stride", "scaling", "split", "fit_part")
     for index, other in enumerate(member_recipes[1:], start=1):
@@ -79,6 +87,8 @@ def ensemble_recipe(member_recipes: list[dict[str, Any]]) -> ModelRecipe:
     if [_with_defaults(spec) for spec in specs] != [_with_defaults(m) for m in DEFAULT_MEMBERS]:
         # `--hp members=...` on the command line puts them in the recipe; the default does not.
         hyperparameters["members"] = specs
+    if combine != "mean":  # as `--hp combine=...` puts it in the recipe; the mean is the default
+        hyperparameters["combine"] = combine
     score_features = member_recipes[0]["hyperparameters"].get("score_features")
     if score_features is not None:
         hyperparameters["score_features"] = score_features
@@ -87,28 +97,49 @@ def ensemble_recipe(member_recipes: list[dict[str, Any]]) -> ModelRecipe:
     )
 
 
-def combine_caches(members: list[Path], out: Path, root: Path, progress: bool = True) -> list[str]:
-    """Write the ensemble checkpoint of every channel all ``members`` caches hold into ``out``.
+def combine_caches(
+    members: list[Path], out: Path, root: Path, progress: bool = True, combine: str = "mean"
+) -> list[str]:
+    """Write the ensemble checkpoint of every channel all ``members`` caches hold into ``out``,
+    and of every fold model they all hold (their ``crossfit/``) into ``out/crossfit``.
 
-    Channels already in ``out`` are kept. Returns the channels written.
+    Entries already in ``out`` are kept. Returns the entries written (``A-1``, ``A-1.fold0``).
     """
     if len(members) < 2:
         raise ValueError(f"an ensemble needs at least two member caches, got {len(members)}")
-    recipe = ensemble_recipe([_read_recipe(folder) for folder in members])
+    recipe = ensemble_recipe([_read_recipe(folder) for folder in members], combine)
     cache = ScoreCache(out, recipe)  # checks or writes the stamp
-    channels = sorted(
-        set.intersection(*({p.stem for p in folder.glob("*.pt")} for folder in members))
-    )
+    # Fold models are trained on a whole half with the cache's own recipe (`fold_store`).
+    folds = [fold_folder(folder) for folder in members]
+    fold_cache = ScoreCache(fold_folder(out), recipe) if all(f.is_dir() for f in folds) else None
+    jobs: list[tuple[str, list[Path], ScoreCache]] = [
+        (name, members, cache) for name in _common_checkpoints(members)
+    ]
+    if fold_cache is not None:
+        jobs += [(name, folds, fold_cache) for name in _common_checkpoints(folds)]
     written: list[str] = []
-    for chan in tqdm(channels, desc="combine", unit="channel", disable=not progress):
-        target = cache.folder / f"{chan}.pt"
+    for name, folders, target_cache in tqdm(
+        jobs, desc="combine", unit="model", disable=not progress
+    ):
+        target = target_cache.folder / f"{name}.pt"
         if target.exists():
             continue
-        checkpoints = [load_checkpoint(folder / f"{chan}.pt", device="cpu") for folder in members]
-        # The rows the members trained on: the whole train split or the part before its
-        # held-out end (`--fit-part`); the calibration is computed on those.
-        trained_on = recipe.fitted_part(load_series(root, chan, "train"))
-        combined = combine_checkpoints(checkpoints, [trained_on])
+        checkpoints = [load_checkpoint(folder / f"{name}.pt", device="cpu") for folder in folders]
+        chan, _, fold = name.partition(".fold")
+        train = load_series(root, chan, "train")
+        if fold:  # the half this fold model was trained on
+            halves = fold_halves(train, recipe.window)
+            if halves is None:
+                raise ValueError(f"{name}: the train split of {chan} is too short to halve")
+            trained_on = halves[int(fold)]
+        else:  # the whole train split, or the part before its held-out end (`--fit-part`)
+            trained_on = recipe.fitted_part(train)
+        combined = combine_checkpoints(checkpoints, [trained_on], combine)
         save_checkpoint(combined, target)
-        written.append(chan)
+        written.append(name)
     return written
+
+
+def _common_checkpoints(folders: list[Path]) -> list[str]:
+    """The checkpoint names (``A-1``, or ``A-1.fold0`` in a ``crossfit/``) every folder holds."""
+    return sorted(set.intersection(*({p.stem for p in folder.glob("*.pt")} for folder in folders)))

@@ -184,6 +184,9 @@ class Detector(abc.ABC):
 
     kind: ClassVar[str]
     recipe_defaults: ClassVar[RecipeDefaults] = RecipeDefaults()
+    # True where every score is an error's size (absolute or squared), never below zero: what
+    # an ensemble's geometric mean needs of its members.
+    nonnegative_scores: ClassVar[bool] = False
 
     def __init__(self, window: int, n_features: int, **hyperparameters: Any) -> None:
         if window < 1 or n_features < 1:

@@ -15,6 +15,12 @@ A member spec may carry a ``seed``: an offset added to the fit seed for that mem
 ensemble of one recipe trained under several seeds averages their errors. Such a member is the
 one ``train --seed <fit seed + offset>`` makes alone; the split of the windows stays the
 ensemble's (a shuffled split is drawn once, with the fit seed).
+
+``combine`` says how the members' scores make one: ``mean`` (an "or": one member's large
+error is enough) or ``geometric``, the geometric mean (an "and": large only where every
+member's error is, docs/threshold-race.md, forty-second look). The geometric mean keeps the
+scores' unit, so an absolute floor on them means what it meant, and takes members whose scores
+are never negative only.
 """
 
 from __future__ import annotations
@@ -37,10 +43,12 @@ from stream_detector.models.base import (
 )
 from stream_detector.models.lstm_dt import LSTMNextValuePredictor
 
-__all__ = ["DEFAULT_MEMBERS", "ScoreEnsemble", "summarise_histories"]
+__all__ = ["COMBINATIONS", "DEFAULT_MEMBERS", "ScoreEnsemble", "summarise_histories"]
 
 # The rule's pick (docs/threshold-race.md, fifth look): telemanom's predictor with one predicted
 # value and with telemanom's ten, both scored on the first prediction.
+COMBINATIONS = ("mean", "geometric")
+
 DEFAULT_MEMBERS: list[dict[str, Any]] = [
     {"kind": "lstm_dt", "hyperparameters": {"n_predictions": 1}},
     {"kind": "lstm_dt", "hyperparameters": {"n_predictions": 10}},
@@ -78,9 +86,13 @@ class ScoreEnsemble(Detector):
         n_features: int,
         *,
         members: list[dict[str, Any]] | None = None,
+        combine: str = "mean",
         score_features: list[int] | None = None,
     ) -> None:
         super().__init__(window, n_features)
+        if combine not in COMBINATIONS:
+            raise ValueError(f"combine must be one of {', '.join(COMBINATIONS)}, got {combine!r}")
+        self.combine = combine
         specs = DEFAULT_MEMBERS if members is None else members
         if not isinstance(specs, list) or len(specs) < 2:
             raise ValueError(f"members must be a list of at least two detectors, got {specs!r}")
@@ -103,6 +115,13 @@ class ScoreEnsemble(Detector):
                 params.setdefault("score_features", list(score_features))
             self._specs.append((kind, params))
         self.members: list[Detector] = [self._build(i) for i in range(len(self._specs))]
+        if combine == "geometric":
+            signed = [m.kind for m in self.members if not m.nonnegative_scores]
+            if signed:
+                raise ValueError(
+                    "combine='geometric' needs members whose scores are never negative; "
+                    f"{', '.join(signed)} may score below zero"
+                )
 
     def _build(self, index: int) -> Detector:
         kind, params = self._specs[index]
@@ -120,7 +139,9 @@ class ScoreEnsemble(Detector):
                     **({"seed": seed} if seed else {}),
                 }
                 for member, seed in zip(self.members, self.seeds, strict=True)
-            ]
+            ],
+            # Left out when it is the mean, so ensembles made before it keep their version.
+            **({"combine": self.combine} if self.combine != "mean" else {}),
         }
 
     def to(self, device: str | torch.device) -> Self:
@@ -157,7 +178,9 @@ class ScoreEnsemble(Detector):
         return summarise_histories(histories, config.lr)
 
     @classmethod
-    def of(cls, members: list[Detector], seeds: list[int] | None = None) -> Self:
+    def of(
+        cls, members: list[Detector], seeds: list[int] | None = None, combine: str = "mean"
+    ) -> Self:
         """An ensemble of already trained detectors, which keep their weights; ``seeds`` are
         their seed offsets from the first's fit seed (default: all 0)."""
         if not members:
@@ -173,20 +196,25 @@ class ScoreEnsemble(Detector):
             {"kind": m.kind, "hyperparameters": m.hyperparameters, "seed": seed}
             for m, seed in zip(members, offsets, strict=True)
         ]
-        ensemble = cls(first.window, first.n_features, members=specs)
+        ensemble = cls(first.window, first.n_features, members=specs, combine=combine)
         ensemble.members = list(members)
         ensemble.device = first.device
         return ensemble
 
     def score(self, windows: np.ndarray) -> np.ndarray:
-        """Mean of the members' scores (B,)."""
+        """The members' scores combined (B,): their mean, or their geometric mean."""
         self.check_windows(windows)
         if len(windows) == 0:
             return np.zeros(0, dtype=np.float32)
-        total = self.members[0].score(windows).astype(np.float64)
-        for member in self.members[1:]:
-            total += member.score(windows)
-        return (total / len(self.members)).astype(np.float32)
+        scores = [member.score(windows).astype(np.float64) for member in self.members]
+        if self.combine == "mean":
+            return (np.sum(scores, axis=0) / len(scores)).astype(np.float32)
+        # A product of n small errors underflows long before their geometric mean does: the
+        # n-th roots are taken first. A member that scores a step exactly (0) silences it.
+        root = np.ones(len(windows), dtype=np.float64)
+        for part in scores:
+            root *= np.power(part, 1.0 / len(scores))
+        return root.astype(np.float32)
 
     def contributions(self, windows: np.ndarray) -> np.ndarray | None:
         """Mean of the members' contributions, when every member has them."""

@@ -67,6 +67,7 @@ class NearestAnaloguePredictor(Detector):
     """Predicts a window's last target values from the training histories nearest to them."""
 
     kind = "knn_dt"
+    nonnegative_scores = True  # the absolute prediction error
     # lstm_dt's window and raw values, so the two detectors' scores line up step for step;
     # every training window is kept (stride 1): more analogues, and fitting is cheap.
     recipe_defaults = RecipeDefaults(

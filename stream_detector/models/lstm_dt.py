@@ -136,6 +136,7 @@ class LSTMNextValuePredictor(Detector):
     """Predicts the window's last ``n_predictions`` target values from the steps before them."""
 
     kind = "lstm_dt"
+    nonnegative_scores = True  # the absolute prediction error
     # telemanom's setup: 250 steps of history before the predicted value, raw (-1, 1)
     # values and 0/1 command flags, batch 64. Fewer epochs (20, patience 5) and every
     # second training window: what a 2-core CPU trains in about a minute a channel.

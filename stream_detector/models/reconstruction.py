@@ -37,6 +37,8 @@ def reconstruction_mse(network: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 class ReconstructionDetector(Detector, abc.ABC):
     """A detector whose network maps (B, window, F) to a reconstruction of the same shape."""
 
+    nonnegative_scores = True  # squared errors (the VAE adds a KL term, never negative)
+
     def __init__(
         self,
         window: int,

@@ -71,10 +71,11 @@ def seed_offsets(seeds: Sequence[int], split: str) -> list[int]:
 
 
 def combine_checkpoints(
-    members: Sequence[Checkpoint], train_series: Sequence[np.ndarray]
+    members: Sequence[Checkpoint], train_series: Sequence[np.ndarray], combine: str = "mean"
 ) -> Checkpoint:
     """The ensemble of ``members``, calibrated on the raw train series they were trained on
-    (for a recipe fitted on part of a channel's train split, that part).
+    (for a recipe fitted on part of a channel's train split, that part); ``combine`` is how
+    its score combines theirs (``ScoreEnsemble``).
 
     ``train_series`` are the series of the members' channels, in their order. ValueError
     when the members were not trained alike (window, scaler, channels, fit config, ...).
@@ -89,7 +90,7 @@ def combine_checkpoints(
         [int(member.fit["config"]["seed"]) for member in members],
         first.fit.get("split", "chronological"),
     )
-    detector = ScoreEnsemble.of([member.detector for member in members], offsets)
+    detector = ScoreEnsemble.of([member.detector for member in members], offsets, combine)
     scaled = [first.scaler.transform(s) for s in train_series]
     # The members' own split (a shuffled one drawn with the fit seed), so the recorded window
     # counts are theirs. Checkpoints from before the split was recorded were chronological.

@@ -377,3 +377,137 @@ def test_train_model_ensemble_takes_its_members_recipe(tmp_path: Path) -> None:
     loaded = load_checkpoint(out, device="cpu")
     assert loaded.detector.kind == "ensemble"
     assert loaded.fit["scaling"] == "none"  # the ensemble's recipe defaults are lstm_dt's
+
+
+# The forty-second look's ensemble: a predictor and the analogues, an "and" of their errors.
+MIXED: list[dict[str, Any]] = [
+    {"kind": "lstm_dt", "hyperparameters": {"hidden": [6], "n_predictions": 2}},
+    {"kind": "knn_dt", "hyperparameters": {}},
+]
+
+
+def windows_of(data: np.ndarray) -> np.ndarray:
+    windows = np.lib.stride_tricks.sliding_window_view(data, WINDOW, axis=0)
+    return np.ascontiguousarray(windows.transpose(0, 2, 1))
+
+
+def test_the_geometric_mean_is_the_nth_root_of_the_members_product() -> None:
+    ensemble = ScoreEnsemble(WINDOW, 2, members=MIXED, combine="geometric")
+    windows = windows_of(series(length=WINDOW + 2))
+    parts = [np.array([4.0, 0.0, 2.0], np.float32), np.array([9.0, 5.0, 8.0], np.float32)]
+    for member, part in zip(ensemble.members, parts, strict=True):
+        member.score = lambda w, part=part: part  # type: ignore[method-assign]
+    # sqrt(4·9) = 6; a member that predicts a step exactly silences it; sqrt(2·8) = 4.
+    np.testing.assert_allclose(ensemble.score(windows), [6.0, 0.0, 4.0], rtol=1e-6)
+    three = ScoreEnsemble(WINDOW, 2, members=[*MIXED, MIXED[1]], combine="geometric")
+    for member, part in zip(three.members, [*parts, np.float32([6, 1, 0.5])], strict=True):
+        member.score = lambda w, part=part: part  # type: ignore[method-assign]
+    np.testing.assert_allclose(three.score(windows), [6.0, 0.0, 2.0], rtol=1e-6)
+    mean = ScoreEnsemble(WINDOW, 2, members=MIXED)
+    for member, part in zip(mean.members, parts, strict=True):
+        member.score = lambda w, part=part: part  # type: ignore[method-assign]
+    np.testing.assert_allclose(mean.score(windows), [6.5, 2.5, 5.0], rtol=1e-6)
+
+
+def test_the_combination_is_a_hyperparameter_that_rebuilds_and_is_checked() -> None:
+    geometric = ScoreEnsemble(WINDOW, 2, members=MIXED, combine="geometric")
+    assert geometric.hyperparameters["combine"] == "geometric"
+    rebuilt = build_detector("ensemble", WINDOW, 2, **geometric.hyperparameters)
+    assert isinstance(rebuilt, ScoreEnsemble)
+    assert rebuilt.combine == "geometric"
+    assert [m.kind for m in rebuilt.members] == ["lstm_dt", "knn_dt"]
+    # The mean is left out, so ensembles made before the choice keep their version.
+    assert "combine" not in ScoreEnsemble(WINDOW, 2, members=MIXED).hyperparameters
+    with pytest.raises(ValueError, match="combine must be one of mean, geometric"):
+        ScoreEnsemble(WINDOW, 2, members=MIXED, combine="median")
+    signed = [MIXED[0], {"kind": "beatgan", "hyperparameters": {}}]
+    with pytest.raises(ValueError, match="never negative; beatgan may score below zero"):
+        ScoreEnsemble(WINDOW, 2, members=signed, combine="geometric")
+    ScoreEnsemble(WINDOW, 2, members=signed)  # the mean takes any member
+
+
+def test_the_cli_offers_the_ensembles_combinations() -> None:
+    from stream_detector.cli import combine
+    from stream_detector.models.ensemble import COMBINATIONS
+
+    option = next(p for p in combine.params if p.name == "combination")
+    assert tuple(option.type.choices) == COMBINATIONS  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def mixed() -> tuple[Checkpoint, list[Checkpoint]]:
+    """A geometric ensemble of a predictor and the analogues trained by `train`, and its two
+    members trained one by one with the same recipe."""
+    data = series()
+    ensemble = train("ensemble", {"members": MIXED, "combine": "geometric"}, data)
+    members = [train(spec["kind"], spec["hyperparameters"], data) for spec in MIXED]
+    return ensemble, members
+
+
+def test_a_geometric_ensemble_of_two_kinds_is_what_train_makes(
+    mixed: tuple[Checkpoint, list[Checkpoint]],
+) -> None:
+    ensemble, members = mixed
+    windows = windows_of(series(seed=3))
+    scores = [m.score_raw(windows).astype(np.float64) for m in members]
+    assert min(scores[1]) >= 0 and max(scores[1]) > 0
+    np.testing.assert_allclose(
+        ensemble.score_raw(windows), np.sqrt(scores[0] * scores[1]), rtol=1e-5
+    )
+    combined = combine_checkpoints(members, [series()], "geometric")
+    assert combined.model_version == ensemble.model_version
+    assert combined.calibration.quantiles == pytest.approx(ensemble.calibration.quantiles)
+    # The mean of the same members is another model.
+    assert combine_checkpoints(members, [series()]).model_version != ensemble.model_version
+
+
+def test_member_caches_with_fold_models_combine_both(
+    mixed: tuple[Checkpoint, list[Checkpoint]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream_detector.evaluation.crossfit_replay import fold_halves, fold_store
+
+    _, members = mixed
+    whole = series(length=4 * WINDOW + 7)
+    halves = fold_halves(whole, WINDOW)
+    assert halves is not None
+    folders = [tmp_path / "lstm", tmp_path / "knn"]
+    fold_members: list[list[Checkpoint]] = []
+    for folder, spec, member in zip(folders, MIXED, members, strict=True):
+        _write_cache(
+            folder, spec["kind"], {**spec["hyperparameters"], "score_features": [0]}, member
+        )
+        recipe, store = fold_store(folder)
+        folds = [train(spec["kind"], spec["hyperparameters"], half) for half in halves]
+        for index, fold in enumerate(folds):
+            save_checkpoint(fold, store.folder / f"X-1.fold{index}.pt")
+        fold_members.append(folds)
+    monkeypatch.setattr(
+        "stream_detector.evaluation.ensemble_cache.load_series", lambda root, chan, split: whole
+    )
+    out = tmp_path / "geo"
+    written = combine_caches(folders, out, tmp_path, progress=False, combine="geometric")
+    assert written == ["X-1", "X-1.fold0", "X-1.fold1"]
+    stamp = json.loads((out / "recipe.json").read_text())
+    assert stamp["hyperparameters"] == {
+        "members": MIXED,
+        "combine": "geometric",
+        "score_features": [0],
+    }
+    # crossfit_replay finds the fold models under the ensemble's own recipe: no retraining.
+    recipe, store = fold_store(out)
+    assert recipe.kind == "ensemble"
+    for index, half in enumerate(halves):
+        loaded = store.load(f"X-1.fold{index}")
+        assert loaded is not None
+        expected = combine_checkpoints([m[index] for m in fold_members], [half], "geometric")
+        assert loaded[0].model_version == expected.model_version
+        assert loaded[0].calibration.quantiles == pytest.approx(expected.calibration.quantiles)
+    # Without fold models in every member, only the channels are combined.
+    for path in (folders[1] / "crossfit").glob("*.pt"):
+        path.unlink()
+    again = combine_caches(
+        folders, tmp_path / "geo2", tmp_path, progress=False, combine="geometric"
+    )
+    assert again == ["X-1"]
