@@ -63,13 +63,25 @@ def train(
     )
 
 
+def windows_of(data: np.ndarray) -> np.ndarray:
+    windows = np.lib.stride_tricks.sliding_window_view(data, WINDOW, axis=0)
+    return np.ascontiguousarray(windows.transpose(0, 2, 1))
+
+
+def ensemble_and_members(
+    specs: list[dict[str, Any]], **hyperparameters: Any
+) -> tuple[Checkpoint, list[Checkpoint]]:
+    """The ensemble of `specs` trained by `train`, and its members trained one by one."""
+    data = series()
+    ensemble = train("ensemble", {"members": specs, **hyperparameters}, data)
+    members = [train(spec["kind"], spec["hyperparameters"], data) for spec in specs]
+    return ensemble, members
+
+
 @pytest.fixture(scope="module")
 def trained() -> tuple[Checkpoint, list[Checkpoint]]:
     """The ensemble trained by `train`, and its two members trained one by one."""
-    data = series()
-    ensemble = train("ensemble", {"members": SMALL}, data)
-    members = [train(spec["kind"], spec["hyperparameters"], data) for spec in SMALL]
-    return ensemble, members
+    return ensemble_and_members(SMALL)
 
 
 def test_each_member_is_trained_exactly_as_it_would_be_alone(
@@ -93,8 +105,7 @@ def test_an_ensemble_scores_the_mean_of_its_members(
     trained: tuple[Checkpoint, list[Checkpoint]],
 ) -> None:
     ensemble, members = trained
-    windows = np.lib.stride_tricks.sliding_window_view(series(seed=3), WINDOW, axis=0)
-    windows = np.ascontiguousarray(windows.transpose(0, 2, 1))
+    windows = windows_of(series(seed=3))
     expected = (members[0].score_raw(windows) + members[1].score_raw(windows)) / 2
     np.testing.assert_allclose(ensemble.score_raw(windows), expected, rtol=1e-6)
 
@@ -386,11 +397,6 @@ MIXED: list[dict[str, Any]] = [
 ]
 
 
-def windows_of(data: np.ndarray) -> np.ndarray:
-    windows = np.lib.stride_tricks.sliding_window_view(data, WINDOW, axis=0)
-    return np.ascontiguousarray(windows.transpose(0, 2, 1))
-
-
 def test_the_geometric_mean_is_the_nth_root_of_the_members_product() -> None:
     ensemble = ScoreEnsemble(WINDOW, 2, members=MIXED, combine="geometric")
     windows = windows_of(series(length=WINDOW + 2))
@@ -438,10 +444,7 @@ def test_the_cli_offers_the_ensembles_combinations() -> None:
 def mixed() -> tuple[Checkpoint, list[Checkpoint]]:
     """A geometric ensemble of a predictor and the analogues trained by `train`, and its two
     members trained one by one with the same recipe."""
-    data = series()
-    ensemble = train("ensemble", {"members": MIXED, "combine": "geometric"}, data)
-    members = [train(spec["kind"], spec["hyperparameters"], data) for spec in MIXED]
-    return ensemble, members
+    return ensemble_and_members(MIXED, combine="geometric")
 
 
 def test_a_geometric_ensemble_of_two_kinds_is_what_train_makes(
