@@ -184,3 +184,21 @@ def test_the_analogues_warm_key_keeps_the_default_threshold_and_the_deployed_det
     )
     assert "in all 85.2%, MSL 26.4%, SMAP 98.4% of 1,000 paired draws" in text
     assert text.strip() in _doc()
+
+
+# The forty-second look's: the deployed detector and the analogues, their geometric mean.
+GEOMETRIC = REPO / "docs" / "late-key" / "geo-batches-warm.json.gz"
+
+
+def test_the_geometric_ensembles_warm_key_keeps_the_deployed_detector():
+    from stream_detector.evaluation.crossfit_injection import compare_report
+
+    geometric = load_late(GEOMETRIC)
+    quoted, incumbent = _quoted_verdict(_counts("geo-batches"), geometric)
+    assert quoted in _doc()
+    assert quoted.endswith(f"the default `{incumbent}` stays")
+    text = compare_report(
+        load_late(DEPLOYED)[incumbent], geometric[incumbent], ("deployed", "geometric"), incumbent
+    )
+    assert "in all 95.7%, MSL 37.7%, SMAP 99.3% of 1,000 paired draws" in text
+    assert text.strip() in _doc()
