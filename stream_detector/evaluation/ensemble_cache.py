@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from stream_detector.data.smap_msl import load_series
@@ -26,7 +27,7 @@ from stream_detector.evaluation.crossfit_replay import fold_folder, fold_halves
 from stream_detector.evaluation.runner import ModelRecipe
 from stream_detector.evaluation.threshold_grid import ScoreCache
 from stream_detector.models.base import accepted_hyperparameters, get_detector_class
-from stream_detector.models.ensemble import COMBINATIONS, DEFAULT_MEMBERS
+from stream_detector.models.ensemble import DEFAULT_MEMBERS, checked_combination
 from stream_detector.training.checkpoint import load_checkpoint, save_checkpoint
 from stream_detector.training.ensemble import combine_checkpoints, seed_offsets, without_seed
 
@@ -56,8 +57,7 @@ def _with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
 def ensemble_recipe(member_recipes: list[dict[str, Any]], combine: str = "mean") -> ModelRecipe:
     """The recipe `evaluate --model ensemble` would stamp for these members' recipes,
     combined by ``combine``."""
-    if combine not in COMBINATIONS:
-        raise ValueError(f"combine must be one of {', '.join(COMBINATIONS)}, got {combine!r}")
+    checked_combination(combine)  # before any stamp is written with it
     first = member_recipes[0]
     shared = ("window", "fit", "train_stride", "scaling", "split", "fit_part")
     for index, other in enumerate(member_recipes[1:], start=1):
@@ -117,7 +117,9 @@ def combine_caches(
     ]
     if fold_cache is not None:
         jobs += [(name, folds, fold_cache) for name in _common_checkpoints(folds)]
+    jobs.sort(key=lambda job: job[0])  # a channel's model and its fold models side by side
     written: list[str] = []
+    loaded: tuple[str, np.ndarray] | None = None  # one channel's train split, read once
     for name, folders, target_cache in tqdm(
         jobs, desc="combine", unit="model", disable=not progress
     ):
@@ -126,7 +128,9 @@ def combine_caches(
             continue
         checkpoints = [load_checkpoint(folder / f"{name}.pt", device="cpu") for folder in folders]
         chan, _, fold = name.partition(".fold")
-        train = load_series(root, chan, "train")
+        if loaded is None or loaded[0] != chan:
+            loaded = chan, load_series(root, chan, "train")
+        train = loaded[1]
         if fold:  # the half this fold model was trained on
             halves = fold_halves(train, recipe.window)
             if halves is None:

@@ -43,16 +43,29 @@ from stream_detector.models.base import (
 )
 from stream_detector.models.lstm_dt import LSTMNextValuePredictor
 
-__all__ = ["COMBINATIONS", "DEFAULT_MEMBERS", "ScoreEnsemble", "summarise_histories"]
+__all__ = [
+    "COMBINATIONS",
+    "DEFAULT_MEMBERS",
+    "ScoreEnsemble",
+    "checked_combination",
+    "summarise_histories",
+]
+
+COMBINATIONS = ("mean", "geometric")
 
 # The rule's pick (docs/threshold-race.md, fifth look): telemanom's predictor with one predicted
 # value and with telemanom's ten, both scored on the first prediction.
-COMBINATIONS = ("mean", "geometric")
-
 DEFAULT_MEMBERS: list[dict[str, Any]] = [
     {"kind": "lstm_dt", "hyperparameters": {"n_predictions": 1}},
     {"kind": "lstm_dt", "hyperparameters": {"n_predictions": 10}},
 ]
+
+
+def checked_combination(combine: str) -> str:
+    """``combine`` if it names one of `COMBINATIONS`; ValueError otherwise."""
+    if combine not in COMBINATIONS:
+        raise ValueError(f"combine must be one of {', '.join(COMBINATIONS)}, got {combine!r}")
+    return combine
 
 
 def summarise_histories(histories: list[FitHistory], lr: float) -> FitHistory:
@@ -90,9 +103,7 @@ class ScoreEnsemble(Detector):
         score_features: list[int] | None = None,
     ) -> None:
         super().__init__(window, n_features)
-        if combine not in COMBINATIONS:
-            raise ValueError(f"combine must be one of {', '.join(COMBINATIONS)}, got {combine!r}")
-        self.combine = combine
+        self.combine = checked_combination(combine)
         specs = DEFAULT_MEMBERS if members is None else members
         if not isinstance(specs, list) or len(specs) < 2:
             raise ValueError(f"members must be a list of at least two detectors, got {specs!r}")
@@ -211,10 +222,7 @@ class ScoreEnsemble(Detector):
             return (np.sum(scores, axis=0) / len(scores)).astype(np.float32)
         # A product of n small errors underflows long before their geometric mean does: the
         # n-th roots are taken first. A member that scores a step exactly (0) silences it.
-        root = np.ones(len(windows), dtype=np.float64)
-        for part in scores:
-            root *= np.power(part, 1.0 / len(scores))
-        return root.astype(np.float32)
+        return np.prod(np.power(scores, 1.0 / len(scores)), axis=0).astype(np.float32)
 
     def contributions(self, windows: np.ndarray) -> np.ndarray | None:
         """Mean of the members' contributions, when every member has them."""

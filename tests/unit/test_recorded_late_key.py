@@ -168,37 +168,26 @@ def test_the_deployed_detectors_key_is_the_documents_table_and_loses_the_pairwis
     assert text.strip() in _doc()
 
 
-# The forty-first look's: knn_dt, the nearest analogues, on the same warm key.
-KNN = REPO / "docs" / "late-key" / "knn_dt-batches-warm.json.gz"
+# Detectors put against the deployed one on the same warm key, each by its look's rule: the
+# forty-first look's analogues (knn_dt) and the forty-second's geometric mean of the two.
+CHALLENGERS = [
+    ("knn_dt-batches", "knn_dt", "in all 85.2%, MSL 26.4%, SMAP 98.4% of 1,000 paired draws"),
+    ("geo-batches", "geometric", "in all 95.7%, MSL 37.7%, SMAP 99.3% of 1,000 paired draws"),
+]
 
 
-def test_the_analogues_warm_key_keeps_the_default_threshold_and_the_deployed_detector():
+@pytest.mark.parametrize(("record", "name", "draws"), CHALLENGERS)
+def test_a_challengers_warm_key_keeps_the_default_threshold_and_the_deployed_detector(
+    record: str, name: str, draws: str
+):
     from stream_detector.evaluation.crossfit_injection import compare_report
 
-    knn = load_late(KNN)
-    quoted, incumbent = _quoted_verdict(_counts("knn_dt-batches"), knn)
+    challenger = load_late(REPO / "docs" / "late-key" / f"{record}-warm.json.gz")
+    quoted, incumbent = _quoted_verdict(_counts(record), challenger)
     assert quoted in _doc()
     assert quoted.endswith(f"the default `{incumbent}` stays")
     text = compare_report(
-        load_late(DEPLOYED)[incumbent], knn[incumbent], ("deployed", "knn_dt"), incumbent
+        load_late(DEPLOYED)[incumbent], challenger[incumbent], ("deployed", name), incumbent
     )
-    assert "in all 85.2%, MSL 26.4%, SMAP 98.4% of 1,000 paired draws" in text
-    assert text.strip() in _doc()
-
-
-# The forty-second look's: the deployed detector and the analogues, their geometric mean.
-GEOMETRIC = REPO / "docs" / "late-key" / "geo-batches-warm.json.gz"
-
-
-def test_the_geometric_ensembles_warm_key_keeps_the_deployed_detector():
-    from stream_detector.evaluation.crossfit_injection import compare_report
-
-    geometric = load_late(GEOMETRIC)
-    quoted, incumbent = _quoted_verdict(_counts("geo-batches"), geometric)
-    assert quoted in _doc()
-    assert quoted.endswith(f"the default `{incumbent}` stays")
-    text = compare_report(
-        load_late(DEPLOYED)[incumbent], geometric[incumbent], ("deployed", "geometric"), incumbent
-    )
-    assert "in all 95.7%, MSL 37.7%, SMAP 99.3% of 1,000 paired draws" in text
+    assert draws in text
     assert text.strip() in _doc()
