@@ -395,11 +395,13 @@ def train(
 @click.option(
     "--combine",
     "combination",
-    type=click.Choice(("mean", "geometric")),  # models.ensemble.COMBINATIONS, without torch
+    type=click.Choice(("mean", "geometric", "gated")),  # models.ensemble.COMBINATIONS, sans torch
     default="mean",
     show_default=True,
     help="How the members' scores make the ensemble's: their mean (an 'or': one large error "
-    "is enough) or their geometric mean (an 'and': large only where every member's is).",
+    "is enough), their geometric mean (an 'and': large only where every member's is), or "
+    "'gated': the geometric mean of the first member and each other member whose median "
+    "score on the validation windows is above 0 (chosen per channel).",
 )
 @_data_root_option
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
@@ -418,8 +420,8 @@ def combine(
     score-cache folders of `evaluate --score-cache` (then every channel they all hold is
     combined into the --out folder, stamped as `evaluate --model ensemble` stamps it, and so
     is every fold model in their crossfit/ folders when each has one). The ensemble's score
-    is its members' mean or geometric mean (--combine); its calibration is computed again
-    from its own scores on the channels' train split.
+    is its members' mean, geometric mean or gated geometric mean (--combine); its calibration
+    is computed again from its own scores on the channels' train split.
     """
     from stream_detector.data.smap_msl import load_series
     from stream_detector.errors import CheckpointError
@@ -451,6 +453,7 @@ def combine(
     click.echo(
         f"saved {out}  model=ensemble version={combined.model_version} "
         f"members={','.join(c.model_version for c in checkpoints)} "
+        f"counted={','.join(str(int(on)) for on in getattr(combined.detector, 'gate', []))} "
         f"train-score p99={combined.calibration.quantiles['p99']:.4g}"
     )
 

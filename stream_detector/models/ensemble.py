@@ -20,7 +20,12 @@ ensemble's (a shuffled split is drawn once, with the fit seed).
 error is enough) or ``geometric``, the geometric mean (an "and": large only where every
 member's error is, docs/threshold-race.md, forty-second look). The geometric mean keeps the
 scores' unit, so an absolute floor on them means what it meant, and takes members whose scores
-are never negative only.
+are never negative only. ``gated`` is the geometric mean of the first member and of each other
+member whose median score on the validation windows is above 0: a member that predicts a
+channel's validation telemetry exactly most of the time has no error scale of its own there,
+and a product with its zeros mostly silent teaches a threshold to alarm at the first nonzero
+step (docs/threshold-race.md, forty-second and forty-third looks). Which members count is
+chosen per checkpoint when it is fitted (or combined from members) and kept with its weights.
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ __all__ = [
     "summarise_histories",
 ]
 
-COMBINATIONS = ("mean", "geometric")
+COMBINATIONS = ("mean", "geometric", "gated")
+# Combinations that multiply the members' scores, so take never-negative scores only.
+_PRODUCTS = ("geometric", "gated")
 
 # The rule's pick (docs/threshold-race.md, fifth look): telemanom's predictor with one predicted
 # value and with telemanom's ten, both scored on the first prediction.
@@ -126,11 +133,13 @@ class ScoreEnsemble(Detector):
                 params.setdefault("score_features", list(score_features))
             self._specs.append((kind, params))
         self.members: list[Detector] = [self._build(i) for i in range(len(self._specs))]
-        if combine == "geometric":
+        # Which members' scores count: all of them, but for `gated` once `choose_members` ran.
+        self.gate = np.ones(len(self.members), dtype=bool)
+        if combine in _PRODUCTS:
             signed = [m.kind for m in self.members if not m.nonnegative_scores]
             if signed:
                 raise ValueError(
-                    "combine='geometric' needs members whose scores are never negative; "
+                    f"combine={combine!r} needs members whose scores are never negative; "
                     f"{', '.join(signed)} may score below zero"
                 )
 
@@ -186,7 +195,26 @@ class ScoreEnsemble(Detector):
             histories.append(member.fit(train, val, alone, progress=progress))
             self.members[index] = member
         self.device = self.members[0].device
+        self.choose_members(val)
         return summarise_histories(histories, config.lr)
+
+    def choose_members(self, val: np.ndarray | None) -> None:
+        """For ``combine='gated'``: keep the first member and each other whose median score on
+        the validation windows ``val`` is above 0. Nothing to choose for other combinations.
+
+        ValueError without validation windows: what the gate reads is not in-sample (the
+        analogues score their own training windows 0).
+        """
+        if self.combine != "gated":
+            return
+        if val is None or len(val) == 0:
+            raise ValueError(
+                "combine='gated' chooses its members on the validation windows and there are "
+                "none (is val_fraction 0?)"
+            )
+        self.check_windows(val)
+        medians = [float(np.median(m.score_in_batches(val))) for m in self.members[1:]]
+        self.gate = np.array([True, *(median > 0 for median in medians)], dtype=bool)
 
     @classmethod
     def of(
@@ -213,32 +241,49 @@ class ScoreEnsemble(Detector):
         return ensemble
 
     def score(self, windows: np.ndarray) -> np.ndarray:
-        """The members' scores combined (B,): their mean, or their geometric mean."""
+        """The counted members' scores combined (B,): their mean, or their geometric mean."""
         self.check_windows(windows)
         if len(windows) == 0:
             return np.zeros(0, dtype=np.float32)
-        scores = [member.score(windows).astype(np.float64) for member in self.members]
+        scores = [member.score(windows).astype(np.float64) for member in self._counted()]
         if self.combine == "mean":
             return (np.sum(scores, axis=0) / len(scores)).astype(np.float32)
         # A product of n small errors underflows long before their geometric mean does: the
         # n-th roots are taken first. A member that scores a step exactly (0) silences it.
         return np.prod(np.power(scores, 1.0 / len(scores)), axis=0).astype(np.float32)
 
+    def _counted(self) -> list[Detector]:
+        return [member for member, on in zip(self.members, self.gate, strict=True) if on]
+
     def contributions(self, windows: np.ndarray) -> np.ndarray | None:
-        """Mean of the members' contributions, when every member has them."""
-        parts = [member.contributions(windows) for member in self.members]
+        """Mean of the counted members' contributions, when each of them has them."""
+        parts = [member.contributions(windows) for member in self._counted()]
         if any(part is None for part in parts):
             return None
         return np.mean(np.stack(parts), axis=0).astype(np.float32)  # type: ignore[arg-type]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {
+        state = {
             f"members.{index}.{name}": tensor
             for index, member in enumerate(self.members)
             for name, tensor in member.state_dict().items()
         }
+        if self.combine == "gated":  # chosen on data, like a weight (and in the model version)
+            state["gate"] = torch.from_numpy(self.gate.copy())
+        return state
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        state_dict = dict(state_dict)
+        gate = state_dict.pop("gate", None)
+        if (gate is None) != (self.combine != "gated"):
+            raise RuntimeError(
+                "a gated ensemble's state_dict holds its gate and no other's does; "
+                f"combine={self.combine!r}, gate {'absent' if gate is None else 'present'}"
+            )
+        if gate is not None:
+            if gate.shape != (len(self.members),) or not bool(gate[0]):
+                raise RuntimeError(f"a gate must keep the first of {len(self.members)} members")
+            self.gate = gate.cpu().numpy().astype(bool)
         parts: list[dict[str, torch.Tensor]] = [{} for _ in self.members]
         for key, tensor in state_dict.items():
             prefix, index, name = [*key.split(".", 2), "", ""][:3]

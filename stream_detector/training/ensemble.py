@@ -102,6 +102,7 @@ def combine_checkpoints(
         first.fit.get("split", "chronological"),
         int(first.fit["config"]["seed"]),
     )
+    detector.choose_members(val)  # as `fit` chooses them, on the same validation windows
     histories = [FitHistory.from_dict(member.fit["history"]) for member in members]
     history = summarise_histories(histories, float(first.fit["config"]["lr"]))
     fit: dict[str, Any] = {
@@ -125,6 +126,7 @@ def combine_checkpoints(
     log.info(
         "ensemble_combined",
         members=[member.model_version for member in members],
+        counted=[bool(on) for on in detector.gate],
         model_version=checkpoint.model_version,
         channels=len(first.channels),
     )

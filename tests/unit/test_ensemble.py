@@ -424,7 +424,7 @@ def test_the_combination_is_a_hyperparameter_that_rebuilds_and_is_checked() -> N
     assert [m.kind for m in rebuilt.members] == ["lstm_dt", "knn_dt"]
     # The mean is left out, so ensembles made before the choice keep their version.
     assert "combine" not in ScoreEnsemble(WINDOW, 2, members=MIXED).hyperparameters
-    with pytest.raises(ValueError, match="combine must be one of mean, geometric"):
+    with pytest.raises(ValueError, match="combine must be one of mean, geometric, gated"):
         ScoreEnsemble(WINDOW, 2, members=MIXED, combine="median")
     signed = [MIXED[0], {"kind": "beatgan", "hyperparameters": {}}]
     with pytest.raises(ValueError, match="never negative; beatgan may score below zero"):
@@ -514,3 +514,97 @@ def test_member_caches_with_fold_models_combine_both(
         folders, tmp_path / "geo2", tmp_path, progress=False, combine="geometric"
     )
     assert again == ["X-1"]
+
+
+def stub_scores(ensemble: ScoreEnsemble, parts: list[np.ndarray]) -> None:
+    for member, part in zip(ensemble.members, parts, strict=True):
+        member.score = lambda w, part=part: part  # type: ignore[method-assign]
+
+
+def test_a_gated_ensemble_counts_a_member_where_its_validation_median_is_above_zero() -> None:
+    windows = windows_of(series(length=WINDOW + 2))
+    gated = ScoreEnsemble(WINDOW, 2, members=MIXED, combine="gated")
+    # The analogues' median on these windows is 0 (two of three exact): left out.
+    stub_scores(gated, [np.float32([4, 1, 2]), np.float32([0, 0, 8])])
+    gated.choose_members(windows)
+    assert gated.gate.tolist() == [True, False]
+    np.testing.assert_allclose(gated.score(windows), [4.0, 1.0, 2.0], rtol=1e-6)
+    # A median above 0: the geometric mean of both, sqrt(4·9) = 6, a 0 still silences.
+    stub_scores(gated, [np.float32([4, 1, 2]), np.float32([9, 0, 8])])
+    gated.choose_members(windows)
+    assert gated.gate.tolist() == [True, True]
+    np.testing.assert_allclose(gated.score(windows), [6.0, 0.0, 4.0], rtol=1e-6)
+    # The first member counts whatever its own median: it is the detector the others gate on.
+    stub_scores(gated, [np.float32([0, 0, 2]), np.float32([0, 0, 8])])
+    gated.choose_members(windows)
+    assert gated.gate.tolist() == [True, False]
+    with pytest.raises(ValueError, match="validation windows and there are none"):
+        gated.choose_members(windows[:0])
+    with pytest.raises(ValueError, match="validation windows and there are none"):
+        gated.choose_members(None)
+    signed = [MIXED[0], {"kind": "beatgan", "hyperparameters": {}}]
+    with pytest.raises(ValueError, match="combine='gated' needs members whose scores are never"):
+        ScoreEnsemble(WINDOW, 2, members=signed, combine="gated")
+    # Other combinations have nothing to choose: every member counts.
+    geometric = ScoreEnsemble(WINDOW, 2, members=MIXED, combine="geometric")
+    stub_scores(geometric, [np.float32([4, 1, 2]), np.float32([0, 0, 8])])
+    geometric.choose_members(windows)
+    assert geometric.gate.tolist() == [True, True]
+
+
+def test_the_gate_is_kept_with_the_weights() -> None:
+    # Two predictors: an unfitted one has weights to round-trip (the analogues have none yet).
+    gated = ScoreEnsemble(WINDOW, 2, members=SMALL, combine="gated")
+    gated.gate = np.array([True, False])
+    state = gated.state_dict()
+    assert state["gate"].tolist() == [True, False]
+    rebuilt = build_detector("ensemble", WINDOW, 2, **gated.hyperparameters)
+    assert isinstance(rebuilt, ScoreEnsemble)
+    assert rebuilt.gate.tolist() == [True, True]
+    rebuilt.load_state_dict(state)
+    assert rebuilt.gate.tolist() == [True, False]
+    assert "gate" not in ScoreEnsemble(WINDOW, 2, members=SMALL, combine="geometric").state_dict()
+    with pytest.raises(RuntimeError, match="combine='gated', gate absent"):
+        rebuilt.load_state_dict({k: v for k, v in state.items() if k != "gate"})
+    geometric = ScoreEnsemble(WINDOW, 2, members=SMALL, combine="geometric")
+    with pytest.raises(RuntimeError, match="combine='geometric', gate present"):
+        geometric.load_state_dict(state)
+    with pytest.raises(RuntimeError, match="must keep the first of 2 members"):
+        rebuilt.load_state_dict({**state, "gate": torch.tensor([False, True])})
+
+
+def repeating(length: int = 260) -> np.ndarray:
+    """Telemetry that repeats itself exactly (four levels, period 25): the analogues predict
+    it without error, a network does not."""
+    t = np.arange(length)
+    value = np.round(2 * np.sin(2 * np.pi * t / 25)) / 2
+    return np.stack([value, np.zeros(length)], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("data", "counted"),
+    [(series(), [True, True]), (repeating(), [True, False])],
+    ids=["noisy", "repeating"],
+)
+def test_a_gated_ensemble_is_what_train_makes_and_chooses_on_validation(
+    data: np.ndarray, counted: list[bool], tmp_path: Path
+) -> None:
+    ensemble = train("ensemble", {"members": MIXED, "combine": "gated"}, data)
+    members = [train(spec["kind"], spec["hyperparameters"], data) for spec in MIXED]
+    combined = combine_checkpoints(members, [data], "gated")
+    assert combined.model_version == ensemble.model_version
+    assert combined.calibration.quantiles == pytest.approx(ensemble.calibration.quantiles)
+    save_checkpoint(combined, tmp_path / "gated.pt")
+    reloaded = load_checkpoint(tmp_path / "gated.pt", device="cpu")
+    assert reloaded.model_version == ensemble.model_version
+    for checkpoint in (ensemble, reloaded):
+        assert isinstance(checkpoint.detector, ScoreEnsemble)
+        assert checkpoint.detector.gate.tolist() == counted
+    windows = windows_of(data)
+    scores = [m.score_raw(windows).astype(np.float64) for m in members]
+    # Where the analogues' validation error is 0 the predictor scores alone.
+    expected = np.sqrt(scores[0] * scores[1]) if counted[1] else scores[0]
+    np.testing.assert_allclose(reloaded.score_raw(windows), expected, rtol=1e-5)
+    assert combine_checkpoints(members, [data], "geometric").model_version != (
+        ensemble.model_version
+    )
