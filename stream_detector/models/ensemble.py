@@ -221,7 +221,8 @@ class ScoreEnsemble(Detector):
         cls, members: list[Detector], seeds: list[int] | None = None, combine: str = "mean"
     ) -> Self:
         """An ensemble of already trained detectors, which keep their weights; ``seeds`` are
-        their seed offsets from the first's fit seed (default: all 0)."""
+        their seed offsets from the first's fit seed (default: all 0). A gated one counts
+        every member until `choose_members` is given its validation windows."""
         if not members:
             raise ValueError("an ensemble needs members")
         offsets = [0] * len(members) if seeds is None else list(seeds)
