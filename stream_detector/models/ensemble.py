@@ -276,7 +276,7 @@ class ScoreEnsemble(Detector):
     def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         state_dict = dict(state_dict)
         gate = state_dict.pop("gate", None)
-        if (gate is None) != (self.combine != "gated"):
+        if (gate is not None) != (self.combine == "gated"):
             raise RuntimeError(
                 "a gated ensemble's state_dict holds its gate and no other's does; "
                 f"combine={self.combine!r}, gate {'absent' if gate is None else 'present'}"

@@ -397,21 +397,24 @@ MIXED: list[dict[str, Any]] = [
 ]
 
 
+def stub_scores(ensemble: ScoreEnsemble, parts: list[np.ndarray]) -> None:
+    """Each member scores ``parts[i]`` whatever the windows."""
+    for member, part in zip(ensemble.members, parts, strict=True):
+        member.score = lambda w, part=part: part  # type: ignore[method-assign]
+
+
 def test_the_geometric_mean_is_the_nth_root_of_the_members_product() -> None:
     ensemble = ScoreEnsemble(WINDOW, 2, members=MIXED, combine="geometric")
     windows = windows_of(series(length=WINDOW + 2))
     parts = [np.array([4.0, 0.0, 2.0], np.float32), np.array([9.0, 5.0, 8.0], np.float32)]
-    for member, part in zip(ensemble.members, parts, strict=True):
-        member.score = lambda w, part=part: part  # type: ignore[method-assign]
+    stub_scores(ensemble, parts)
     # sqrt(4·9) = 6; a member that predicts a step exactly silences it; sqrt(2·8) = 4.
     np.testing.assert_allclose(ensemble.score(windows), [6.0, 0.0, 4.0], rtol=1e-6)
     three = ScoreEnsemble(WINDOW, 2, members=[*MIXED, MIXED[1]], combine="geometric")
-    for member, part in zip(three.members, [*parts, np.float32([6, 1, 0.5])], strict=True):
-        member.score = lambda w, part=part: part  # type: ignore[method-assign]
+    stub_scores(three, [*parts, np.float32([6, 1, 0.5])])
     np.testing.assert_allclose(three.score(windows), [6.0, 0.0, 2.0], rtol=1e-6)
     mean = ScoreEnsemble(WINDOW, 2, members=MIXED)
-    for member, part in zip(mean.members, parts, strict=True):
-        member.score = lambda w, part=part: part  # type: ignore[method-assign]
+    stub_scores(mean, parts)
     np.testing.assert_allclose(mean.score(windows), [6.5, 2.5, 5.0], rtol=1e-6)
 
 
@@ -514,11 +517,6 @@ def test_member_caches_with_fold_models_combine_both(
         folders, tmp_path / "geo2", tmp_path, progress=False, combine="geometric"
     )
     assert again == ["X-1"]
-
-
-def stub_scores(ensemble: ScoreEnsemble, parts: list[np.ndarray]) -> None:
-    for member, part in zip(ensemble.members, parts, strict=True):
-        member.score = lambda w, part=part: part  # type: ignore[method-assign]
 
 
 def test_a_gated_ensemble_counts_a_member_where_its_validation_median_is_above_zero() -> None:
