@@ -418,3 +418,33 @@ def test_telemanom_in_window_enters_a_run_as_before_and_survives_a_round_trip():
     left_restored, rest_restored = _excursion(thr, restored, block[21:])
     assert rest == rest_restored and left == left_restored
     assert first + rest == ["anomalous"] * 22 + ["normal"] * 9
+
+
+def test_telemanom_window_bounds_how_long_a_history_sets_epsilon():
+    """The forty-fourth look's premise: ε is fitted on the last `window` errors only, so a
+    level the stream has left stops setting it after `window` steps, and not before."""
+
+    def stream(window: int) -> tuple[list[float], str]:
+        thr = build_threshold(
+            "telemanom", span=1, window=window, batch=20, error_buffer=1, warmup=0,
+            min_value_ratio=0.0, min_error=0.0, spike_margin=0.0, relearn_after=0,
+            inverted=False,
+        )  # fmt: skip
+        state = thr.initial_state(None)
+        rng = np.random.default_rng(3)
+        eps = []
+        for i, x in enumerate(
+            np.r_[1.0 + 0.1 * rng.uniform(size=400), 0.5 + 0.1 * rng.uniform(size=200)]
+        ):
+            state, _ = thr.step(state, float(x))
+            if i + 1 in (200, 600):
+                eps.append(state["eps"])
+        return eps, thr.step(state, 1.0)[1].status
+
+    (short_full, short_after), short_probe = stream(200)
+    (long_full, long_after), long_probe = stream(400)
+    assert short_full == long_full, "until the shorter window is full the two are one threshold"
+    # 200 steps after the level fell, the short window holds only the new level …
+    assert short_after < 1.0 and short_probe == "anomalous"
+    # … and the long one still half the old, so the old level is normal to it.
+    assert long_after > 1.1 and long_probe == "normal"
