@@ -64,6 +64,7 @@ from stream_detector.evaluation.threshold_grid import (
     copy_kind_and_sign,
     detector_margins,
     incumbent_variant,
+    injected_crafts,
     join_variants,
     judge_injected,
     label_free_scores,
@@ -364,7 +365,7 @@ def with_key(
 
 def key_report(
     late: dict[str, VariantResult],
-    grid: dict[str, VariantResult],
+    grid: dict[str, VariantResult] | None,
     counts_files: Sequence[Path],
     variants: Sequence[ThresholdVariant],
     settings: Settings,
@@ -373,18 +374,31 @@ def key_report(
     """The thirty-fourth look's checks of the late key and its rule's verdict (`RULES`: v6
     for the late key, v7 for it warmed on the other half), then the key beside the held-out
     one per variant. Reads no test label: the test runs enter only as unlabelled volume
-    (flagged share, episodes per 1,000 steps)."""
+    (flagged share, episodes per 1,000 steps).
+
+    Without the grid's test runs (`grid` None) the checks, which read them, are not computed
+    and the verdict is the rule's decision alone: the quiet filter, the pick and its paired
+    draws (the forty-fourth look's two-way test, which needs no race of the new variants)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-    keyed = with_key(grid, late)
-    checks = check_proxy(keyed)
     counts, _, stream = load_counts(counts_files, variants)
-    transfer = replay_agreement(counts, grid)
-    lines = [
-        f"| data | variants | ρ of the halves | reliability (bar ≥ {MIN_RELIABILITY}) "
-        f"| volume ρ (bar ≤ {MAX_VOLUME}) | quiet half's transfer ρ (bar ≥ {MIN_TRANSFER}) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    if grid is None:
+        missing = [v.name for v in variants if v.name not in late]
+        if missing:
+            raise ValueError(f"no late injected runs of: {', '.join(missing)}")
+        keyed = {v.name: late[v.name] for v in variants}
+        checks = {}
+        transfer = {}
+        lines = ["no test runs given (--against): the key's checks are not computed"]
+    else:
+        keyed = with_key(grid, late)
+        checks = check_proxy(keyed)
+        transfer = replay_agreement(counts, grid)
+        lines = [
+            f"| data | variants | ρ of the halves | reliability (bar ≥ {MIN_RELIABILITY}) "
+            f"| volume ρ (bar ≤ {MAX_VOLUME}) | quiet half's transfer ρ (bar ≥ {MIN_TRANSFER}) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
     passed = True
     for craft, c in checks.items():
         moved = transfer.get(craft)
@@ -403,18 +417,18 @@ def key_report(
     verdict = decision_lines(counts, keyed, incumbent).replace(
         "rule v5 (docs/threshold-race.md, thirtieth look;", f"rule {rule} ({RULES[rule]};"
     )
-    lines += [
-        "",
-        (
+    if grid is None:
+        judged = f"the decision alone, its checks not computed ({stream} as the quiet half)"
+    else:
+        judged = (
             f"every check passes: rule {rule} may judge"
             if passed
             else f"a check fails: rule {rule} may not judge"
-        )
-        + f" ({stream} as the quiet half)",
-        verdict,
-    ]
-    late_scores, held_scores = label_free_scores(keyed), label_free_scores(grid)
-    crafts = sorted(checks)
+        ) + f" ({stream} as the quiet half)"
+    lines += ["", judged, verdict]
+    late_scores = label_free_scores(keyed)
+    held_scores = label_free_scores(grid) if grid is not None else {}
+    crafts = sorted(checks) if grid is not None else sorted(injected_crafts(keyed))
     lines += [
         "",
         "| threshold | "
@@ -422,13 +436,13 @@ def key_report(
         + " |",
         "|---|" + "---:|" * (3 * len(crafts)),
     ]
-    for name, res in grid.items():
+    for name, res in (grid if grid is not None else keyed).items():
         if res.oracle:
             continue
         cells = []
         for craft in crafts:
             late_f1 = late_scores[name].get(craft)
-            held = held_scores[name].get(craft)
+            held = held_scores.get(name, {}).get(craft)
             replayed = counts.get(name, {}).get(craft)
             cells += [
                 f"{late_f1.injected_f1:.3f}" if late_f1 else "",
@@ -537,8 +551,10 @@ def run_command(
 @click.option(
     "--against",
     type=click.Path(exists=True, path_type=Path),
-    required=True,
-    help="the grid's results on the test streams (`evaluate --thresholds` or `grid-report`)",
+    default=None,
+    help="the grid's results on the test streams (`evaluate --thresholds` or `grid-report`), "
+    "which the key's checks read; without it the checks are not computed and the verdict is "
+    "the rule's decision alone",
 )
 @click.option(
     "--counts",
@@ -579,7 +595,7 @@ def run_command(
 def report_command(
     shares: tuple[Path, ...],
     grid: Path,
-    against: Path,
+    against: Path | None,
     counts_files: tuple[Path, ...],
     data_root: Path | None,
     save_to: Path | None,
@@ -599,7 +615,8 @@ def report_command(
         if save_to is not None:
             save_late(save_to, late, source=" ".join(str(s) for s in shares))
         files = [f for given in counts_files for f in _counts_files(given)]
-        text = key_report(late, load_results(against), files, load_grid(grid), settings, rule)
+        grid_results = load_results(against) if against is not None else None
+        text = key_report(late, grid_results, files, load_grid(grid), settings, rule)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(text, nl=False)

@@ -267,6 +267,20 @@ def test_the_report_checks_the_key_and_gives_rule_v6s_verdict(d11_cache, tmp_pat
     assert "a check fails: rule v7 may not judge" in out.output
     assert "rule v7 (docs/threshold-race.md, thirty-fifth look" in out.output
     assert out.output.split("\n")[8:] == report.split("\n")[8:]  # the same key and table
+    with_checks = out.output
+
+    # Without the test runs the checks are not computed; the decision is the same one.
+    at = report_args.index("--against")
+    out = CliRunner().invoke(ci.main, [*report_args[:at], *report_args[at + 2 :], "--rule", "v7"])
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("no test runs given (--against)")
+    assert "the decision alone, its checks not computed" in out.output
+    verdict = [line for line in with_checks.splitlines() if line.startswith("rule v7 (")]
+    assert len(verdict) == 1 and verdict[0] in out.output.splitlines()
+    key_rows = [line for line in with_checks.splitlines() if line.startswith("| always |")]
+    alone_rows = [line for line in out.output.splitlines() if line.startswith("| always |")]
+    late_key = key_rows[0].split(" | ")[1]
+    assert alone_rows == [f"| always | {late_key} |  | " + key_rows[0].split(" | ", 3)[3]]
 
     # A variant judged alone joins the others' runs: "never" run apart, then reported with
     # the first run's two other variants, prints what the run of all three printed.
