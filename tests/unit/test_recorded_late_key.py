@@ -192,3 +192,43 @@ def test_a_challengers_warm_key_keeps_the_default_threshold_and_the_deployed_det
     )
     assert draws in text
     assert text.strip() in _doc()
+
+
+# The forty-fourth look's MSL half: the deployed detector trained again on a new machine, its
+# default and two shorter windows on the same warm key.
+WINDOW_GRID = load_grid(REPO / "docs" / "threshold-window-only.json")
+WINDOW = REPO / "docs" / "late-key" / "lstm_dt_np10-window-msl-warm.json.gz"
+
+
+def test_the_windows_msl_key_keeps_the_default_as_quoted_and_reproduces_the_deployed_runs():
+    files = sorted((REPO / "docs" / "replay-counts" / "lstm_dt_np10-window-msl").glob("*.json"))
+    counts = load_counts(files, WINDOW_GRID)[0]
+    window = load_late(WINDOW)
+    assert list(window) == [v.name for v in WINDOW_GRID]
+    incumbent = incumbent_variant(WINDOW_GRID, Settings())
+    assert incumbent == WINDOW_GRID[0].name
+    verdict = decision_lines(counts, window, incumbent)
+    quoted = verdict.split("no test label read): ", 1)[1]
+    assert quoted in _doc()
+    assert "stays ahead of the default in all 60%, MSL 60% of 1,000 draws" in quoted
+    assert quoted.endswith(f"the default `{incumbent}` stays")
+
+    # Trained again from a clean checkout, the default's MSL runs are the recorded ones, run
+    # for run, and so are its episodes on the cross-fitted train.
+    deployed = load_late(DEPLOYED)[incumbent]
+    fresh = window[incumbent]
+    msl = {r.chan_id for r in fresh.injected_rows}
+    assert {r.chan_id for r in deployed.injected_rows if r.spacecraft == "MSL"} == msl
+    recorded = [
+        (r.chan_id, c)
+        for r, c in zip(deployed.injected_rows, deployed.injected, strict=True)
+        if r.chan_id in msl
+    ]
+    assert recorded == list(
+        zip([r.chan_id for r in fresh.injected_rows], fresh.injected, strict=True)
+    )
+    deployed_counts = _counts("lstm_dt_np10-batches")[incumbent]["MSL"]
+    assert (counts[incumbent]["MSL"].episodes, counts[incumbent]["MSL"].steps) == (
+        deployed_counts.episodes,
+        deployed_counts.steps,
+    )
