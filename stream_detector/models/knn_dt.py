@@ -132,6 +132,10 @@ class NearestAnaloguePredictor(Detector):
         """The ``history`` steps before the predicted ones, flattened: (B, history × F)."""
         end = self.window - self.n_predictions
         part = np.ascontiguousarray(windows[:, end - history : end, :], dtype=np.float32)
+        if not part.flags.writeable:
+            # Read-only windows (a memory map, a broadcast view) come back as themselves, and
+            # torch will not share memory it may not write.
+            part = part.copy()
         return torch.from_numpy(part.reshape(len(windows), -1)).to(self.device)
 
     def _targets(self, windows: np.ndarray) -> torch.Tensor:
