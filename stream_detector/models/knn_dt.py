@@ -44,6 +44,7 @@ from stream_detector.models.base import (
     register,
     resolve_device,
 )
+from stream_detector.models.torch_training import windows_to_tensor
 
 __all__ = ["FALLBACK", "HISTORY_CANDIDATES", "NEIGHBOUR_CANDIDATES", "NearestAnaloguePredictor"]
 
@@ -131,18 +132,13 @@ class NearestAnaloguePredictor(Detector):
     def _flat_histories(self, windows: np.ndarray, history: int) -> torch.Tensor:
         """The ``history`` steps before the predicted ones, flattened: (B, history × F)."""
         end = self.window - self.n_predictions
-        part = np.ascontiguousarray(windows[:, end - history : end, :], dtype=np.float32)
-        if not part.flags.writeable:
-            # Read-only windows (a memory map, a broadcast view) come back as themselves, and
-            # torch will not share memory it may not write.
-            part = part.copy()
-        return torch.from_numpy(part.reshape(len(windows), -1)).to(self.device)
+        part = windows[:, end - history : end, :].reshape(len(windows), -1)
+        return windows_to_tensor(part, self.device)
 
     def _targets(self, windows: np.ndarray) -> torch.Tensor:
         """The predicted values (B, n_predictions, targets)."""
         predicted = windows[:, -self.n_predictions :, :][:, :, self.score_features]
-        values = np.ascontiguousarray(predicted, dtype=np.float32)
-        return torch.from_numpy(values).to(self.device)
+        return windows_to_tensor(predicted, self.device)
 
     def _nearest(
         self, queries: torch.Tensor, reference: torch.Tensor, norms: torch.Tensor, k: int

@@ -36,16 +36,16 @@ def _doc() -> str:
     return (REPO / "docs" / "threshold-race.md").read_text()
 
 
-def _counts(folder: str):
-    """The cross-fitted counts recorded in docs/replay-counts/`folder`."""
+def _counts(folder: str, grid=GRID):
+    """The cross-fitted counts recorded in docs/replay-counts/`folder`, of `grid`'s variants."""
     files = sorted((REPO / "docs" / "replay-counts" / folder).glob("*.json"))
-    return load_counts(files, GRID)[0]
+    return load_counts(files, grid)[0]
 
 
-def _quoted_verdict(counts, late) -> tuple[str, str]:
+def _quoted_verdict(counts, late, grid=GRID) -> tuple[str, str]:
     """The rule's verdict as the document quotes it (after its label-free preamble), and the
-    default variant it is measured against."""
-    incumbent = incumbent_variant(GRID, Settings())
+    default variant of `grid` it is measured against."""
+    incumbent = incumbent_variant(grid, Settings())
     assert incumbent is not None
     verdict = decision_lines(counts, late, incumbent)
     return verdict.split("no test label read): ", 1)[1], incumbent
@@ -201,14 +201,11 @@ WINDOW = REPO / "docs" / "late-key" / "lstm_dt_np10-window-msl-warm.json.gz"
 
 
 def test_the_windows_msl_key_keeps_the_default_as_quoted_and_reproduces_the_deployed_runs():
-    files = sorted((REPO / "docs" / "replay-counts" / "lstm_dt_np10-window-msl").glob("*.json"))
-    counts = load_counts(files, WINDOW_GRID)[0]
+    counts = _counts("lstm_dt_np10-window-msl", WINDOW_GRID)
     window = load_late(WINDOW)
     assert list(window) == [v.name for v in WINDOW_GRID]
-    incumbent = incumbent_variant(WINDOW_GRID, Settings())
+    quoted, incumbent = _quoted_verdict(counts, window, WINDOW_GRID)
     assert incumbent == WINDOW_GRID[0].name
-    verdict = decision_lines(counts, window, incumbent)
-    quoted = verdict.split("no test label read): ", 1)[1]
     assert quoted in _doc()
     assert "stays ahead of the default in all 60%, MSL 60% of 1,000 draws" in quoted
     assert quoted.endswith(f"the default `{incumbent}` stays")
